@@ -1,0 +1,43 @@
+# CanBridge: `make demo` runs the whole simulated system, `make test` runs every test.
+# Both do all set-up on a fresh Debian 12 machine (Debian packages, then a virtual environment).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DURATION ?= 0
+ARTIFACTS ?= artifacts
+
+.PHONY: all deps system venv test lint typecheck pytest demo bench soak dist qml clean
+
+all: test
+
+system:
+	bash scripts/setup-system.sh
+
+$(STAMP): pyproject.toml scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+deps venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check driver webui sim tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy driver
+
+pytest: $(STAMP)
+	mkdir -p $(ARTIFACTS)
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(PY) -m sim.demo --duration $(DURATION)
+
+clean:
+	rm -rf build dist $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache
