@@ -1,3 +1,7 @@
 """Shared pytest configuration: fixtures live in tests/fixtures/ and are loaded as plugins."""
 
-pytest_plugins = ["tests.fixtures.venus", "tests.fixtures.canlink"]
+pytest_plugins = [
+    "tests.fixtures.venus",
+    "tests.fixtures.canlink",
+    "tests.fixtures.procs",
+]

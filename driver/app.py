@@ -1,0 +1,82 @@
+"""Start-up shared by the CanBridge processes: schema, logging, velib, live settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from driver import __version__
+from driver.logsetup import setup_logging
+from driver.schema import Schema, SchemaError, load_schema
+
+
+@dataclass
+class App:
+    """What every driver process has once it has started."""
+
+    name: str
+    schema: Schema
+    velib: Any
+    bus: Any
+    loop: Any
+    settings: Any
+    log: logging.Logger
+
+
+def common_args(description: str) -> argparse.ArgumentParser:
+    """Arguments every process accepts (on the GX they run with none)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--schema", help="settings schema file (default: the installed one)")
+    ap.add_argument("--debug", action="store_true", help="log debug messages from the start")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return ap
+
+
+def start(name: str, args: argparse.Namespace, prefixes: tuple[str, ...],
+          on_change: Callable[[str, Any, Any], None] | None = None,
+          on_ready: Callable[[App], None] | None = None) -> App | None:
+    """Set up logging, the schema, the main loop and the live settings under ``prefixes``.
+
+    Returns None (after logging why) when the schema is invalid: a broken schema stops the
+    program with a message naming the setting and the problem.
+    """
+    log = setup_logging(name, logging.DEBUG if args.debug else logging.INFO)
+    try:
+        schema = load_schema(args.schema)
+    except SchemaError as exc:
+        log.critical("%s", exc)
+        return None
+    from driver.venus import velib as velib_mod
+    from driver.venus.dbusconn import shared_bus
+    from driver.venus.mainloop import MainLoop
+    from driver.venus.settings import LiveSettings
+
+    loop = MainLoop()
+    velib = velib_mod.load()
+    bus = shared_bus()
+    app = App(name=name, schema=schema, velib=velib, bus=bus, loop=loop, settings=None, log=log)
+    wanted = schema.under(*prefixes, "General/")
+
+    def ready() -> None:
+        log.info("%s %s running", name, __version__)
+        if on_ready is not None:
+            on_ready(app)
+
+    app.settings = LiveSettings(velib, bus, schema, wanted, on_change=on_change, on_ready=ready)
+    app.settings.start()
+    return app
+
+
+def run(app: App | None) -> int:
+    """Run the main loop of a started app; exit code for ``sys.exit``."""
+    if app is None:
+        return 2
+    code: int = app.loop.run()
+    app.log.info("%s stopped (exit code %d)", app.name, code)
+    logging.shutdown()
+    sys.stdout.flush()
+    return code

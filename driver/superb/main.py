@@ -1,0 +1,24 @@
+"""``dbus-superb``: SuperB Epsilon V2 batteries over CANopen as Venus battery services."""
+
+from __future__ import annotations
+
+import sys
+
+from driver import app as appmod
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = appmod.common_args(__doc__ or "dbus-superb").parse_args(argv)
+    holder: dict[str, appmod.App] = {}
+
+    def changed(path: str, old: object, new: object) -> None:
+        holder["app"].log.info("setting %s changed: %r -> %r", path, old, new)
+
+    app = appmod.start("dbus-superb", args, ("Superb/",), on_change=changed)
+    if app is not None:
+        holder["app"] = app
+    return appmod.run(app)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
