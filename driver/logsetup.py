@@ -4,9 +4,9 @@ Each process logs through :mod:`logging` to stderr with a timestamp, so the GX's
 keeps it under ``/var/log/<service>``. The level comes from the setting
 ``/Settings/CanBridge/General/LogLevel`` (applied live with :func:`set_level_from_setting`).
 
-Repeats are rate-limited: a message with the same logger, level and format string is written at
-most once per ``window`` seconds; the next one that gets through says how many were suppressed.
-A missing device therefore logs one line a minute, not one per poll.
+Repeats are rate-limited: the same message (same logger, level and text) is written at most once
+per ``window`` seconds; the next one that gets through says how many were suppressed. A missing
+device therefore logs one line a minute, not one per poll, while distinct events all show.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RepeatFilter(logging.Filter):
-    """Let a given (logger, level, format string) through at most once per ``window`` seconds."""
+    """Let a given (logger, level, message text) through at most once per ``window`` seconds."""
 
     def __init__(self, window: float = 60.0, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
         super().__init__()
@@ -33,7 +33,7 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.INFO or getattr(record, "no_ratelimit", False):
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        key = (record.name, record.levelno, record.getMessage())
         now = self._clock()
         with self._lock:
             last = self._seen.get(key)
@@ -46,7 +46,8 @@ class RepeatFilter(logging.Filter):
                 cutoff = now - self.window
                 self._seen = {k: v for k, v in self._seen.items() if v[0] >= cutoff}
         if suppressed:
-            record.msg = f"{record.msg} ({suppressed} similar messages suppressed)"
+            record.msg = f"{record.getMessage()} ({suppressed} repeats suppressed)"
+            record.args = None
         return True
 
 
