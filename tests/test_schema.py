@@ -138,3 +138,9 @@ def test_rule_violations():
     assert schema.rule_violations(values) == []
     values["/Settings/CanBridge/Sma/FloatVoltage"] = 57.0
     assert "float voltage must not be above absorption voltage" in schema.rule_violations(values)
+
+
+def test_readme_settings_reference_is_up_to_date():
+    out = subprocess.run([sys.executable, "scripts/settings_doc.py", "--check"],
+                         capture_output=True, text=True, cwd=SCHEMA_FILE.parent)
+    assert out.returncode == 0, out.stderr
