@@ -25,6 +25,8 @@ from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = "com.victronenergy.settings"
+#: a realistic settings file of a real GX, used as the demo's starting point when present
+SEED = ROOT.parent / "shared" / "reference" / "venus-settings-seed.xml"
 log = logging.getLogger("demo")
 
 DBUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -224,8 +226,9 @@ def run(duration: float, web_port: int, keep: bool) -> int:
         assert hub.proc.stdout is not None
         demo.canlink = hub.proc.stdout.readline().decode().strip().split("=", 1)[1]
         (workdir / "conf").mkdir()
+        seed_args = ["--seed", str(SEED)] if SEED.is_file() else []
         demo.spawn("settings", python("sim.venus.settings_service", "--path",
-                                      str(workdir / "conf")))
+                                      str(workdir / "conf"), *seed_args))
         if not wait_name(demo.address, SETTINGS, 15):
             log.error("the settings service did not start; see %s", workdir / "settings.log")
             return 1

@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.venus",
+    "tests.fixtures.velib",
     "tests.fixtures.canlink",
     "tests.fixtures.procs",
 ]

@@ -46,7 +46,8 @@ def wrap_dbus_value(value: Any) -> Any:
     ``None`` becomes the invalid marker (empty ``ai``); ``bool`` a Boolean; other integers an
     Int32 when they fit, else an Int64; ``float`` a Double; ``str`` a String; lists and dicts
     are converted element by element (an empty list becomes an empty ``au`` so that it cannot
-    be mistaken for the invalid marker). Anything else is passed through untouched.
+    be mistaken for the invalid marker). A dict whose values are lists or dicts raises
+    ``TypeError``, as in velib_python. Anything else is passed through untouched.
     """
     if value is None:
         return dbus.Array([], signature=dbus.Signature("i"), variant_level=1)
@@ -66,9 +67,12 @@ def wrap_dbus_value(value: Any) -> Any:
         return dbus.Array([wrap_dbus_value(v) for v in value], variant_level=1)
     if isinstance(value, dict):
         # Keys are left as they are: wrapping them in variants is not valid for a dict key.
-        return dbus.Dictionary(
-            {key: wrap_dbus_value(item) for key, item in value.items()}, variant_level=1
-        )
+        wrapped = {key: wrap_dbus_value(item) for key, item in value.items()}
+        for item in wrapped.values():
+            # velib_python builds the pairs through a set, so a list or dict VALUE inside a dict
+            # raises TypeError there; do the same so such code fails off the GX too.
+            hash(item)
+        return dbus.Dictionary(wrapped, variant_level=1)
     return value
 
 
@@ -107,7 +111,7 @@ def exit_on_error(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
     try:
         return func(*args, **kwargs)
-    except BaseException:  # noqa: BLE001 - deliberate: any failure ends the process
+    except BaseException:
         try:
             print("exit_on_error: unexpected exception, terminating", flush=True)
             traceback.print_exc()
