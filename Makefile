@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml scripts/setup-system.sh
 deps venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check driver webui sim tests bench
+	$(VENV)/bin/ruff check driver webui sim tests bench qml scripts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy driver
@@ -38,6 +38,9 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(PY) -m sim.demo --duration $(DURATION)
+
+qml: $(STAMP)
+	$(PY) -m qml.build
 
 clean:
 	rm -rf build dist $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache

@@ -169,10 +169,11 @@ class Setting:
             raise SettingValueError(f"{self.label}: expected a number")
         if not math.isfinite(num):
             raise SettingValueError(f"{self.label}: '{value}' is not a finite number")
+        typed: int | float
         if self.type == "i":
             if num != int(num):
                 raise SettingValueError(f"{self.label}: must be a whole number")
-            typed: SettingValue = int(num)
+            typed = int(num)
         else:
             typed = num
         if self.min is not None and typed < self.min:
