@@ -44,7 +44,8 @@ def bus_spec(setting: str, bitrate: int | None = None) -> BusSpec:
     if ":" in text:
         interface, channel = text.split(":", 1)
         if not interface or not channel:
-            raise ValueError(f"bad CAN interface {setting!r}; use e.g. vecan0 or slcan:/dev/ttyACM0")
+            raise ValueError(
+                f"bad CAN interface {setting!r}; use e.g. vecan0 or slcan:/dev/ttyACM0")
         return BusSpec(interface, channel, bitrate)
     if os.environ.get(CANLINK_ENV):
         return BusSpec("canlink", text, bitrate)

@@ -64,7 +64,7 @@ class LiveSettings:
     ``on_ready()`` has been called once (when the settings are first registered).
     """
 
-    def __init__(self, velib: Velib, bus: dbus.bus.BusConnection, schema: Schema,
+    def __init__(self, velib: Velib, bus: dbus.bus.BusConnection, schema: Schema,  # noqa: PLR0917
                  settings: Iterable[Setting], on_change: ChangeCallback | None = None,
                  on_ready: Callable[[], None] | None = None) -> None:
         self._velib = velib

@@ -86,14 +86,14 @@ class DbusStore(Store):
     def read(self, key: Key) -> Any:
         try:
             return plain(self._item(key).GetValue())
-        except Exception:  # a path that does not exist reads as invalid, as in gui-v2
+        except Exception:  # noqa: BLE001 - a path that does not exist reads as invalid, as in gui-v2
             return None
 
     def limits(self, key: Key) -> tuple[float, float]:
         try:
             item = self._item(key)
             lo, hi = float(item.GetMin()), float(item.GetMax())
-        except Exception:
+        except Exception:  # noqa: BLE001 - no limits readable: none shown
             return math.nan, math.nan
         return (math.nan, math.nan) if lo == hi == 0 else (lo, hi)
 

@@ -60,7 +60,7 @@ def test_running_process_picks_up_dbus_send_change_within_1s(procs, settings_ser
     t0 = time.monotonic()
     reply = _dbus_send_set(settings_service.daemon.address, POLL, "variant:double:2.5")
     assert "int32 0" in reply
-    t, line = p.wait_for(r"PollInterval changed: 1\.0 -> 2\.5", 5, start=mark)
+    t, _ = p.wait_for(r"PollInterval changed: 1\.0 -> 2\.5", 5, start=mark)
     assert t - t0 < 1.0, f"took {t - t0:.3f} s"
 
 

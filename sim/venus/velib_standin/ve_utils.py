@@ -111,7 +111,7 @@ def exit_on_error(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
     try:
         return func(*args, **kwargs)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - velib exits on any callback error
         try:
             print("exit_on_error: unexpected exception, terminating", flush=True)
             traceback.print_exc()

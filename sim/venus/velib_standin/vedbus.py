@@ -350,7 +350,7 @@ class VeDbusItemImport:
         for match in getattr(self, "_matches", []):
             try:
                 match.remove()
-            except Exception:
+            except Exception:  # noqa: BLE001 - best-effort cleanup in __del__
                 pass
         self._matches = []
         self._proxy = None
@@ -424,7 +424,7 @@ class VeDbusItemImport:
             return
         try:
             self._eventCallback(self._serviceName, self._path, changes)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - as velib: any callback error ends the process
             traceback.print_exc()
             os._exit(1)
 
