@@ -1,0 +1,383 @@
+"""From poll reports to Venus battery values: limits, alarms, derived values, the aggregate.
+
+Pure functions and small classes (no D-Bus, no CAN): :func:`battery_values` turns one node's
+:class:`~driver.superb.poller.NodeReport` into ``{D-Bus path: value}`` for a
+``com.victronenergy.battery`` service; :class:`Aggregator` combines several batteries into one
+virtual battery by the rules of PROTOCOLS.md §4. ``None`` is invalid everywhere; unknown is never
+published as 0. Limits are fail-safe: a battery whose temperature is unknown gets no charge
+current, an offline battery no current in either direction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from driver.superb import objects as objs
+from driver.superb.poller import NodeReport
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limit and alarm settings (``/Settings/CanBridge/Superb/...``)."""
+
+    charge_voltage: float = 14.2
+    battery_low_voltage: float = 11.5
+    max_charge_current: float = 100.0
+    max_discharge_current: float = 150.0
+    total_max_charge_current: float = 1000.0
+    total_max_discharge_current: float = 1000.0
+    min_charge_temperature: float = 0.0
+    charge_derate_temperature: float = 5.0
+    max_charge_temperature: float = 45.0
+    max_discharge_temperature: float = 55.0
+    alarm_low_voltage: float = 11.8
+    alarm_high_voltage: float = 14.8
+    alarm_low_soc: int = 10
+    alarm_high_temperature: float = 50.0
+    alarm_low_temperature: float = -10.0
+    installed_capacity: float = 0.0  #: per battery; 0 = what the battery reports
+    soc_hold_time: float = 300.0
+    limit_ramp_rate: float = 10.0  #: A/s at which the aggregate's limits may rise
+
+
+ALARM_PATHS = (
+    "/Alarms/LowVoltage", "/Alarms/HighVoltage", "/Alarms/LowCellVoltage",
+    "/Alarms/HighCellVoltage", "/Alarms/HighChargeCurrent", "/Alarms/HighDischargeCurrent",
+    "/Alarms/LowSoc", "/Alarms/LowTemperature", "/Alarms/HighTemperature",
+    "/Alarms/LowChargeTemperature", "/Alarms/HighChargeTemperature", "/Alarms/InternalFailure",
+    "/Alarms/BmsCable",
+)
+
+#: Paths of a battery service besides the mandatory ones (all start invalid)
+DATA_PATHS = (
+    "/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc",
+    "/Capacity", "/InstalledCapacity", "/ConsumedAmphours", "/TimeToGo",
+    "/Info/MaxChargeCurrent", "/Info/MaxDischargeCurrent", "/Info/BatteryLowVoltage",
+    "/Io/AllowToCharge", "/Io/AllowToDischarge",
+    "/System/MinCellVoltage", "/System/MaxCellVoltage", "/System/MinCellTemperature",
+    "/System/MaxCellTemperature", "/System/NrOfCellsPerBattery",
+    "/History/ChargeCycles", "/History/TotalAhCharged", "/History/AhReturnedLastCharge",
+    "/History/AhSinceEqualization",
+    *ALARM_PATHS,
+)
+CVL_PATH = "/Info/MaxChargeVoltage"
+
+AGGREGATE_PATHS = (
+    "/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc",
+    "/Capacity", "/InstalledCapacity", "/ConsumedAmphours", "/TimeToGo",
+    CVL_PATH, "/Info/MaxChargeCurrent", "/Info/MaxDischargeCurrent", "/Info/BatteryLowVoltage",
+    "/Io/AllowToCharge", "/Io/AllowToDischarge",
+    "/System/MinCellVoltage", "/System/MaxCellVoltage", "/System/MinVoltageCellId",
+    "/System/MaxVoltageCellId", "/System/MinCellTemperature", "/System/MaxCellTemperature",
+    "/System/MinTemperatureCellId", "/System/MaxTemperatureCellId",
+    "/System/NrOfModulesOnline", "/System/NrOfModulesOffline",
+    "/System/NrOfModulesBlockingCharge", "/System/NrOfModulesBlockingDischarge",
+    "/System/NrOfBatteries", *ALARM_PATHS,
+)
+
+
+def _round(v: float | None, nd: int) -> float | None:
+    return None if v is None else round(float(v), nd)
+
+
+def _level(*levels: int | None) -> int | None:
+    known = [lv for lv in levels if lv is not None]
+    return max(known) if known else None
+
+
+def _below(value: float | None, alarm: float, warn: float) -> int | None:
+    if value is None:
+        return None
+    return 2 if value < alarm else 1 if value < warn else 0
+
+
+def _above(value: float | None, alarm: float, warn: float) -> int | None:
+    if value is None:
+        return None
+    return 2 if value > alarm else 1 if value > warn else 0
+
+
+def _bits(errors: int | None, warnings: int | None) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for bit, path in objs.ALARM_BITS:
+        err = None if errors is None else (2 if errors >> bit & 1 else 0)
+        warn = None if warnings is None else (1 if warnings >> bit & 1 else 0)
+        out[path] = _level(err, warn)
+    return out
+
+
+def installed_capacity(report: NodeReport, limits: Limits) -> float | None:
+    if limits.installed_capacity > 0:
+        return limits.installed_capacity
+    cap = report.identity.get("capacity")
+    return float(cap) if cap is not None else None
+
+
+@dataclass(frozen=True)
+class ChargeLimits:
+    ccl: float
+    dcl: float
+    allow_charge: bool
+    allow_discharge: bool
+    reasons: tuple[str, ...]
+
+
+def charge_limits(report: NodeReport, limits: Limits) -> ChargeLimits:
+    """CCL/DCL of one battery: the settings, lowered by what the battery reports, derated
+    near freezing, 0 in a direction the battery or its temperature forbids."""
+    v = report.values
+    reasons: list[str] = []
+    if not report.online:
+        return ChargeLimits(0.0, 0.0, False, False, ("offline",))
+    temp = v.get("temperature")
+    errors = v.get("errors")
+    ccl = limits.max_charge_current
+    dcl = limits.max_discharge_current
+    if v.get("max_charge_current") is not None:
+        ccl = min(ccl, float(v["max_charge_current"]))
+    if v.get("max_discharge_current") is not None:
+        dcl = min(dcl, float(v["max_discharge_current"]))
+    allow_c = allow_d = True
+    if temp is None:
+        allow_c = False
+        reasons.append("temperature unknown: no charging")
+    else:
+        if temp <= limits.min_charge_temperature:
+            allow_c = False
+            reasons.append(f"{temp:.1f} °C: too cold to charge")
+        elif temp > limits.max_charge_temperature:
+            allow_c = False
+            reasons.append(f"{temp:.1f} °C: too hot to charge")
+        elif temp < limits.charge_derate_temperature:
+            span = limits.charge_derate_temperature - limits.min_charge_temperature
+            ccl *= max(0.0, min(1.0, (temp - limits.min_charge_temperature) / span))
+        if temp > limits.max_discharge_temperature:
+            allow_d = False
+            reasons.append(f"{temp:.1f} °C: too hot to discharge")
+    if errors is not None and errors & objs.BLOCKS_CHARGE:
+        allow_c = False
+        reasons.append(f"error bits 0x{errors:04X} forbid charging")
+    if errors is not None and errors & objs.BLOCKS_DISCHARGE:
+        allow_d = False
+        reasons.append(f"error bits 0x{errors:04X} forbid discharging")
+    if ccl <= 0:
+        allow_c = False
+    if dcl <= 0:
+        allow_d = False
+    return ChargeLimits(round(ccl, 1) if allow_c else 0.0, round(dcl, 1) if allow_d else 0.0,
+                        allow_c, allow_d, tuple(reasons))
+
+
+def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True) -> dict[str, Any]:
+    """``{path: value}`` for the service of one battery (every path of :data:`DATA_PATHS`)."""
+    out: dict[str, Any] = dict.fromkeys(DATA_PATHS)
+    if with_cvl:
+        out[CVL_PATH] = limits.charge_voltage
+    out["/Info/BatteryLowVoltage"] = limits.battery_low_voltage
+    lim = charge_limits(report, limits)
+    out["/Info/MaxChargeCurrent"] = lim.ccl
+    out["/Info/MaxDischargeCurrent"] = lim.dcl
+    out["/Io/AllowToCharge"] = int(lim.allow_charge)
+    out["/Io/AllowToDischarge"] = int(lim.allow_discharge)
+    if not report.online:
+        out["/Alarms/BmsCable"] = 2
+        return out
+    v = report.values
+    volt, cur, soc, temp = v.get("voltage"), v.get("current"), v.get("soc"), v.get("temperature")
+    out["/Dc/0/Voltage"] = _round(volt, 3)
+    out["/Dc/0/Current"] = _round(cur, 3)
+    out["/Dc/0/Power"] = _round(volt * cur, 1) if volt is not None and cur is not None else None
+    out["/Dc/0/Temperature"] = _round(temp, 2)
+    out["/Soc"] = _round(soc, 1)
+    cap = installed_capacity(report, limits)
+    out["/InstalledCapacity"] = cap
+    remaining = cap * soc / 100.0 if cap is not None and soc is not None else None
+    out["/Capacity"] = _round(remaining, 1)
+    if v.get("ah_expended") is not None:
+        out["/ConsumedAmphours"] = _round(-abs(float(v["ah_expended"])), 1)
+    elif remaining is not None and cap is not None:
+        out["/ConsumedAmphours"] = _round(min(0.0, remaining - cap), 1)
+    if remaining is not None and cur is not None and cur < -0.1:
+        out["/TimeToGo"] = round(remaining / -cur * 3600)
+    out["/System/MinCellVoltage"] = _round(v.get("cell_voltage_min"), 3)
+    out["/System/MaxCellVoltage"] = _round(v.get("cell_voltage_max"), 3)
+    out["/System/MinCellTemperature"] = _round(v.get("cell_temperature_min"), 1)
+    out["/System/MaxCellTemperature"] = _round(v.get("cell_temperature_max"), 1)
+    out["/System/NrOfCellsPerBattery"] = report.identity.get("cells")
+    # Charge cycles: 2014:00 when the battery has it; else 6050:00 when it answers 2 bytes
+    # (seed firmware: a U16 cycle counter). 4 bytes is CiA 418's cumulative Ah charged (1/8 Ah).
+    c6050, size6050 = v.get("cycles_or_ah"), report.sizes.get("cycles_or_ah")
+    if v.get("cycles") is not None:
+        out["/History/ChargeCycles"] = int(v["cycles"])
+    elif c6050 is not None and size6050 == 2:
+        out["/History/ChargeCycles"] = int(c6050)
+    if c6050 is not None and size6050 == 4:
+        out["/History/TotalAhCharged"] = round(c6050 / 8.0, 1)
+    out["/History/AhReturnedLastCharge"] = _round(v.get("ah_returned"), 1)
+    out["/History/AhSinceEqualization"] = _round(v.get("ah_since_equalization"), 1)
+    # Alarms: the battery's own bits, and thresholds from the settings.
+    alarms = _bits(v.get("errors"), v.get("warnings"))
+    alarms["/Alarms/LowVoltage"] = _level(alarms["/Alarms/LowVoltage"], _below(
+        volt, limits.alarm_low_voltage, limits.alarm_low_voltage * 1.02))
+    alarms["/Alarms/HighVoltage"] = _level(alarms["/Alarms/HighVoltage"], _above(
+        volt, limits.alarm_high_voltage, limits.alarm_high_voltage * 0.98))
+    alarms["/Alarms/HighTemperature"] = _level(alarms["/Alarms/HighTemperature"], _above(
+        temp, limits.alarm_high_temperature, limits.alarm_high_temperature - 5))
+    alarms["/Alarms/LowTemperature"] = _level(alarms["/Alarms/LowTemperature"], _below(
+        temp, limits.alarm_low_temperature, limits.alarm_low_temperature + 5))
+    if limits.alarm_low_soc > 0 and soc is not None:
+        alarms["/Alarms/LowSoc"] = (2 if soc <= limits.alarm_low_soc else
+                                    1 if soc <= limits.alarm_low_soc + 5 else 0)
+    elif soc is not None:
+        alarms["/Alarms/LowSoc"] = 0
+    if temp is not None:
+        alarms["/Alarms/LowChargeTemperature"] = int(temp <= limits.min_charge_temperature)
+        alarms["/Alarms/HighChargeTemperature"] = int(temp > limits.max_charge_temperature)
+    alarms["/Alarms/BmsCable"] = 0
+    out.update(alarms)
+    return out
+
+
+@dataclass
+class Member:
+    """One battery as the aggregate sees it."""
+
+    label: str
+    report: NodeReport
+    values: Mapping[str, Any]
+    capacity: float | None
+    last_soc: float | None = None
+    last_soc_time: float = -math.inf
+
+
+class Aggregator:
+    """One virtual battery over several (PROTOCOLS.md §4). Keeps the ramp state."""
+
+    def __init__(self) -> None:
+        self._ccl: float | None = None
+        self._dcl: float | None = None
+        self._last: float | None = None
+
+    def _ramp(self, old: float | None, new: float, rate: float, dt: float) -> float:
+        if old is None or new <= old:
+            return new  # restrictions apply at once
+        return min(new, old + rate * dt)
+
+    def compute(self, members: Iterable[Member], limits: Limits, now: float) -> dict[str, Any]:
+        ms = list(members)
+        online = [m for m in ms if m.report.online]
+        out: dict[str, Any] = dict.fromkeys(AGGREGATE_PATHS)
+        out["/System/NrOfBatteries"] = len(ms)
+        out["/System/NrOfModulesOnline"] = len(online)
+        out["/System/NrOfModulesOffline"] = len(ms) - len(online)
+        out["/Info/BatteryLowVoltage"] = limits.battery_low_voltage
+        dt = 0.0 if self._last is None else max(0.0, now - self._last)
+        self._last = now
+        if not online:
+            out[CVL_PATH] = limits.charge_voltage
+            out["/Info/MaxChargeCurrent"] = out["/Info/MaxDischargeCurrent"] = 0.0
+            self._ccl = self._dcl = 0.0
+            out["/Io/AllowToCharge"] = out["/Io/AllowToDischarge"] = 0
+            out["/System/NrOfModulesBlockingCharge"] = len(ms)
+            out["/System/NrOfModulesBlockingDischarge"] = len(ms)
+            out["/Alarms/BmsCable"] = 2
+            out["/Soc"] = self._held_soc(ms, now, limits)
+            return out
+
+        def vals(path: str) -> list[float]:
+            return [float(m.values[path]) for m in online if m.values.get(path) is not None]
+
+        volts, currents = vals("/Dc/0/Voltage"), vals("/Dc/0/Current")
+        out["/Dc/0/Voltage"] = round(sum(volts) / len(volts), 3) if volts else None
+        out["/Dc/0/Current"] = round(sum(currents), 3) if len(currents) == len(online) else None
+        if out["/Dc/0/Voltage"] is not None and out["/Dc/0/Current"] is not None:
+            out["/Dc/0/Power"] = round(out["/Dc/0/Voltage"] * out["/Dc/0/Current"], 1)
+        temps = vals("/Dc/0/Temperature")
+        out["/Dc/0/Temperature"] = max(temps) if temps else None
+        out["/Soc"] = self._held_soc(ms, now, limits)
+        caps = [m.capacity for m in online if m.capacity is not None]
+        if len(caps) == len(online):
+            out["/InstalledCapacity"] = round(sum(caps), 1)
+        rem = vals("/Capacity")
+        if rem and len(rem) == len(online):
+            out["/Capacity"] = round(sum(rem), 1)
+        cons = vals("/ConsumedAmphours")
+        if cons and len(cons) == len(online):
+            out["/ConsumedAmphours"] = round(sum(cons), 1)
+        if out["/Capacity"] is not None and out["/Dc/0/Current"] is not None \
+                and out["/Dc/0/Current"] < -0.1:
+            out["/TimeToGo"] = round(out["/Capacity"] / -out["/Dc/0/Current"] * 3600)
+        out[CVL_PATH] = min([limits.charge_voltage, *(
+            float(m.values[CVL_PATH]) for m in online if m.values.get(CVL_PATH) is not None)])
+        ccl, dcl = self._current_limits(online, limits)
+        self._ccl = self._ramp(self._ccl, ccl, limits.limit_ramp_rate, dt)
+        self._dcl = self._ramp(self._dcl, dcl, limits.limit_ramp_rate, dt)
+        out["/Info/MaxChargeCurrent"] = round(self._ccl, 1)
+        out["/Info/MaxDischargeCurrent"] = round(self._dcl, 1)
+        block_c = sum(1 for m in online if not m.values.get("/Io/AllowToCharge"))
+        block_d = sum(1 for m in online if not m.values.get("/Io/AllowToDischarge"))
+        out["/System/NrOfModulesBlockingCharge"] = block_c
+        out["/System/NrOfModulesBlockingDischarge"] = block_d
+        out["/Io/AllowToCharge"] = int(block_c == 0 and ccl > 0)
+        out["/Io/AllowToDischarge"] = int(block_d == 0 and dcl > 0)
+        for _kind, path, cell_path in (("V", "/System/MinCellVoltage", "/System/MinVoltageCellId"),
+                                      ("V", "/System/MaxCellVoltage", "/System/MaxVoltageCellId"),
+                                      ("T", "/System/MinCellTemperature",
+                                       "/System/MinTemperatureCellId"),
+                                      ("T", "/System/MaxCellTemperature",
+                                       "/System/MaxTemperatureCellId")):
+            cands = [(float(m.values[path]), m.label) for m in online
+                     if m.values.get(path) is not None]
+            if cands:
+                pick = min(cands) if "Min" in path else max(cands)
+                out[path], out[cell_path] = pick
+        for path in ALARM_PATHS:
+            out[path] = _level(*(m.values.get(path) for m in online))
+        out["/Alarms/BmsCable"] = 1 if len(online) < len(ms) else 0
+        return out
+
+    def _current_limits(self, online: list[Member], limits: Limits) -> tuple[float, float]:
+        """min over batteries of (limit / capacity share), capped by the sum and the totals.
+
+        A battery that carries a third of the capacity takes about a third of the current, so
+        the pack may carry its limit divided by its share; any battery blocking a direction
+        makes that direction 0.
+        """
+        results = []
+        for key, total in (("/Info/MaxChargeCurrent", limits.total_max_charge_current),
+                           ("/Info/MaxDischargeCurrent", limits.total_max_discharge_current)):
+            lims = [m.values.get(key) for m in online]
+            if any(lim is None or lim <= 0 for lim in lims):
+                results.append(0.0)
+                continue
+            caps = [m.capacity for m in online]
+            if any(c is None or c <= 0 for c in caps):
+                # Without capacities assume equal shares: the lowest limit times the count.
+                best = min(float(x) for x in lims if x is not None) * len(lims)
+            else:
+                total_cap = sum(c for c in caps if c is not None)
+                best = min(float(lim) / (float(c) / total_cap)
+                           for lim, c in zip(lims, caps, strict=True)
+                           if lim is not None and c is not None)
+            results.append(max(0.0, min(best, sum(float(x) for x in lims if x is not None),
+                                        total)))
+        return results[0], results[1]
+
+    @staticmethod
+    def _held_soc(ms: list[Member], now: float, limits: Limits) -> float | None:
+        """SoC weighted by capacity; a dropped battery's last SoC counts for a grace period."""
+        num = den = 0.0
+        for m in ms:
+            soc = m.values.get("/Soc") if m.report.online else None
+            if soc is None and m.last_soc is not None \
+                    and now - m.last_soc_time <= limits.soc_hold_time:
+                soc = m.last_soc
+            if soc is None:
+                continue
+            weight = m.capacity if m.capacity else 1.0
+            num += float(soc) * weight
+            den += weight
+        return round(num / den, 1) if den else None

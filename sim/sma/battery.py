@@ -1,0 +1,91 @@
+"""A simulated ``com.victronenergy.battery`` service (``python -m sim.sma.battery``).
+
+With ``--follow CHANNEL`` it mirrors the simulated Sunny Island's battery from its 0x305 frames
+(voltage, current, SoC, temperature), so ``dbus-sma`` sees a battery that responds to charging.
+Every data path is writeable (tests change limits, alarms, ``/Connected``); ``/Test/Hold`` = 1
+stops the mirroring so a test can write implausible values. It uses velib through the Venus
+edge like the drivers do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import can
+
+log = logging.getLogger("sim.sma.battery")
+
+PATHS: dict[str, Any] = {
+    "/Dc/0/Voltage": 52.0, "/Dc/0/Current": 0.0, "/Dc/0/Power": 0.0,
+    "/Dc/0/Temperature": 20.0, "/Soc": 60.0, "/Soh": 100.0, "/InstalledCapacity": 100.0,
+    "/Capacity": 100.0, "/Info/MaxChargeVoltage": 57.6, "/Info/MaxChargeCurrent": 150.0,
+    "/Info/MaxDischargeCurrent": 200.0, "/Info/BatteryLowVoltage": 44.0,
+    "/Io/AllowToCharge": 1, "/Io/AllowToDischarge": 1,
+    "/Alarms/LowVoltage": 0, "/Alarms/HighVoltage": 0, "/Alarms/HighChargeCurrent": 0,
+    "/Alarms/LowTemperature": 0, "/Alarms/HighTemperature": 0, "/Alarms/BmsCable": 0,
+    "/Alarms/InternalFailure": 0, "/Test/Hold": 0,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Simulated battery service.")
+    ap.add_argument("--name", default="com.victronenergy.battery.sim_sma")
+    ap.add_argument("--instance", type=int, default=512)
+    ap.add_argument("--follow", help="CAN channel of the simulated Sunny Island to mirror")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from gi.repository import GLib
+
+    from driver.sma import frames
+    from driver.venus import dbusconn, velib
+    from driver.venus.mainloop import MainLoop
+    from driver.venus.service import PRODUCT_ID_BMS, create_service
+
+    loop = MainLoop()
+    vl = velib.load()
+    svc = create_service(vl, args.name, processname="sim.sma.battery", processversion="1",
+                         connection="simulated", deviceinstance=args.instance,
+                         productid=PRODUCT_ID_BMS, productname="Simulated battery",
+                         firmwareversion=1, hardwareversion=None, connected=1)
+    for path, value in PATHS.items():
+        svc.add_path(path, value, writeable=True)
+    svc.register()
+    log.info("battery service %s registered", args.name)
+
+    def mirror(values: dict[str, Any]) -> None:
+        if svc["/Test/Hold"]:
+            return
+        with svc as s:
+            s["/Dc/0/Voltage"] = values["SiBatteryVoltage"]
+            s["/Dc/0/Current"] = values["BatteryCurrentCharging"]
+            s["/Soc"] = values["SiSoc"]
+            s["/Dc/0/Temperature"] = values["SiBatteryTemperature"]
+            v, i = values["SiBatteryVoltage"], values["BatteryCurrentCharging"]
+            s["/Dc/0/Power"] = None if v is None or i is None else round(v * i, 1)
+
+    notifier = None
+    if args.follow:
+        from driver.canbus import open_bus
+
+        bus = open_bus(args.follow, 500000)
+
+        def on_msg(msg: can.Message) -> None:
+            if msg.arbitration_id == 0x305:
+                try:
+                    _, values = frames.decode_si(msg)
+                except frames.FrameError:
+                    return
+                dbusconn.call_soon(mirror, values)
+
+        notifier = can.Notifier(bus, [on_msg], timeout=0.2)
+        loop.on_stop(lambda: (notifier.stop(), bus.shutdown()))
+    GLib.idle_add(lambda: log.info("running") and False)
+    return loop.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

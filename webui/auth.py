@@ -1,0 +1,64 @@
+"""Logging in with the GX's own password (the Remote Console password)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+
+from webui.security import ext, is_authenticated, log_in
+
+log = logging.getLogger("canbridge.web.auth")
+
+bp = Blueprint("auth", __name__)
+
+
+def client_address() -> str:
+    return request.remote_addr or "?"
+
+
+def attempt_login(password: Any) -> tuple[bool, int, str]:
+    """(ok, HTTP status, message) of a login attempt from this client; starts the session."""
+    limiter = ext()["limiter"]
+    addr = client_address()
+    wait = limiter.locked_for(addr)
+    if wait > 0:
+        return False, 429, (f"too many failed logins: try again in {wait:.0f} s")
+    if not isinstance(password, str):
+        return False, 400, "password must be text"
+    verdict = ext()["policy"].verify(password)
+    if not verdict.ok:
+        limiter.failure(addr)
+        log.warning("failed login from %s: %s", addr, verdict.reason)
+        return False, 401, verdict.reason
+    limiter.success(addr)
+    log_in()
+    log.info("login from %s", addr)
+    return True, 200, "logged in"
+
+
+def safe_next(target: str | None) -> str:
+    """Only local paths are followed after login (no open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("pages.status")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    nxt = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if is_authenticated():
+            return redirect(nxt)
+        return render_template("login.html", next=nxt, error=None)
+    ok, status, message = attempt_login(request.form.get("password", ""))
+    if ok:
+        return redirect(nxt)
+    return Response(render_template("login.html", next=nxt, error=message), status)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("auth.login"))

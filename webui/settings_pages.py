@@ -1,0 +1,116 @@
+"""Settings pages: one page per schema group, generated from ``settings_schema.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+
+from driver.schema import Setting
+from webui import view
+from webui.security import ext
+from webui.writes import WriteResult, apply_changes
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+
+def _group(group_id: str) -> Any:
+    for g in ext()["schema"].groups:
+        if g.id == group_id:
+            return g
+    abort(404, f"no settings page '{group_id}'")
+    return None
+
+
+def _render(group_id: str, entered: dict[str, Any] | None = None,
+            result: WriteResult | None = None, status: int = 200) -> Response:
+    backend = ext()["backend"]
+    schema = ext()["schema"]
+    group = _group(group_id)
+    available = backend.settings_available()
+    current = backend.settings()
+    reg_errors = backend.registration_errors()
+    errors: dict[str, str] = {}
+    if result is not None:
+        errors.update(result.errors)
+        errors.update(result.refused)
+    rows = []
+    for s in schema.in_group(group_id):
+        value = current.get(s.path)
+        shown = entered[s.key] if entered and s.key in entered else view.fmt(s, value)
+        note = ""
+        if s.path in reg_errors:
+            note = (f"the settings service did not register this setting (error "
+                    f"{reg_errors[s.path]}): it may hold a value of another type")
+        rows.append({"s": s, "value": shown, "known": value is not None,
+                     "default": view.default_text(s), "error": errors.get(s.key),
+                     "step": view.step(s), "note": note,
+                     "checked": str(shown) not in ("0", "", "0.0")})
+    if not available and status == 200:
+        status = 503
+    return Response(render_template(
+        "settings.html", group=group, rows=rows, available=available,
+        rule_errors=result.rule_errors if result else [],
+        field_errors=sum(1 for r in rows if r["error"]),
+        unknown=[k for k in (result.errors if result else {}) if k not in schema.by_key],
+    ), status)
+
+
+@bp.route("/")
+def index() -> Any:
+    return redirect(url_for("settings.page", group_id=ext()["schema"].groups[0].id))
+
+
+@bp.route("/<group_id>", methods=["GET"])
+def page(group_id: str) -> Response:
+    return _render(group_id)
+
+
+def _form_changes(group_id: str) -> dict[str, Any]:
+    """The submitted values (last of repeated fields: a switch sends a hidden 0 then 1)."""
+    changes: dict[str, Any] = {}
+    for name in request.form:
+        if name == "csrf_token":
+            continue
+        changes[name] = request.form.getlist(name)[-1]
+    return changes
+
+
+def _summary(res: WriteResult, settings: dict[str, Setting]) -> str:
+    if not res.written:
+        return "Nothing changed."
+    parts = []
+    for key, (value, _answer) in res.written.items():
+        s = settings[key]
+        parts.append(f"{s.label} = {view.fmt(s, value)} {s.unit}".rstrip())
+    return "Saved: " + "; ".join(parts) + " (the settings service answered OK)."
+
+
+@bp.route("/<group_id>", methods=["POST"])
+def save(group_id: str) -> Response:
+    _group(group_id)
+    changes = _form_changes(group_id)
+    res = apply_changes(ext()["schema"], ext()["backend"], changes)
+    if not res.ok:
+        status = 400 if (res.errors or res.rule_errors) else 409
+        return _render(group_id, entered={k: str(v) for k, v in changes.items()}, result=res,
+                       status=status)
+    flash(_summary(res, ext()["schema"].by_key))
+    return redirect(url_for("settings.page", group_id=group_id))  # type: ignore[return-value]
+
+
+@bp.route("/<group_id>/reset", methods=["POST"])
+def reset(group_id: str) -> Response:
+    _group(group_id)
+    key = request.form.get("reset", "")
+    setting = ext()["schema"].by_key.get(key)
+    if setting is None or setting.group != group_id:
+        abort(400, f"unknown setting '{key}' on this page")
+    res = apply_changes(ext()["schema"], ext()["backend"], {key: setting.dbus_default()},
+                        force=True)
+    if not res.ok:
+        status = 400 if (res.errors or res.rule_errors) else 409
+        return _render(group_id, result=res, status=status)
+    flash(f"{setting.label} reset to its default ({view.default_text(setting)})."
+          if res.written else f"{setting.label} already has its default.")
+    return redirect(url_for("settings.page", group_id=group_id))  # type: ignore[return-value]

@@ -1,0 +1,115 @@
+"""The status and diagnostics views, built from the backend's service caches.
+
+Batteries and Sunny Islands are found generically: every ``com.victronenergy.battery.*`` and
+``com.victronenergy.vebus.*`` service is shown with the standard Venus paths (PROTOCOLS.md §3),
+so a battery from another driver shows too. Paths are data: one table per view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BATTERY_FIELDS = {
+    "name": "/CustomName", "product": "/ProductName", "instance": "/DeviceInstance",
+    "connected": "/Connected", "soc": "/Soc", "soh": "/Soh", "voltage": "/Dc/0/Voltage",
+    "current": "/Dc/0/Current", "power": "/Dc/0/Power", "temperature": "/Dc/0/Temperature",
+    "capacity": "/InstalledCapacity", "consumed": "/ConsumedAmphours",
+    "time_to_go": "/TimeToGo", "allow_charge": "/Io/AllowToCharge",
+    "allow_discharge": "/Io/AllowToDischarge", "process": "/Mgmt/ProcessName",
+    "connection": "/Mgmt/Connection", "serial": "/Serial", "firmware": "/FirmwareVersion",
+    "batteries": "/System/NrOfBatteries", "online": "/System/NrOfModulesOnline",
+    "offline": "/System/NrOfModulesOffline", "min_cell": "/System/MinCellVoltage",
+    "max_cell": "/System/MaxCellVoltage",
+}
+LIMIT_FIELDS = {
+    "charge_voltage": "/Info/MaxChargeVoltage", "charge_current": "/Info/MaxChargeCurrent",
+    "discharge_current": "/Info/MaxDischargeCurrent", "low_voltage": "/Info/BatteryLowVoltage",
+}
+VEBUS_FIELDS = {
+    "name": "/CustomName", "product": "/ProductName", "instance": "/DeviceInstance",
+    "connected": "/Connected", "state": "/State", "mode": "/Mode", "error": "/VebusError",
+    "active_input": "/Ac/ActiveIn/ActiveInput", "ac_in_connected": "/Ac/ActiveIn/Connected",
+    "ac_in_p": "/Ac/ActiveIn/P", "ac_out_p": "/Ac/Out/P", "phases": "/Ac/NumberOfPhases",
+    "soc": "/Soc", "process": "/Mgmt/ProcessName", "firmware": "/FirmwareVersion",
+}
+DC_FIELDS = {"voltage": "/Dc/0/Voltage", "current": "/Dc/0/Current", "power": "/Dc/0/Power",
+             "temperature": "/Dc/0/Temperature"}
+PHASE_FIELDS = ("V", "I", "F", "P")
+#: the bridge's charge controller / safety ladder (driver/sma; docs/sma.md)
+SMA_EXTRA_PREFIXES = ("/CanBridge/", "/Sma/")
+VEBUS_STATES = {0: "Off", 1: "Low power", 2: "Fault", 3: "Bulk", 4: "Absorption", 5: "Float",
+                6: "Storage", 7: "Equalize", 8: "Passthru", 9: "Inverting", 10: "Assisting",
+                244: "Sustain", 252: "External control"}
+VEBUS_MODES = {1: "Charger only", 2: "Inverter only", 3: "On", 4: "Off"}
+
+
+def _pick(values: dict[str, Any], table: dict[str, str]) -> dict[str, Any]:
+    return {k: values.get(p) for k, p in table.items()}
+
+
+def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {p[len(prefix):]: v for p, v in sorted(values.items()) if p.startswith(prefix)}
+
+
+def _last_update(svc: dict[str, Any]) -> float | None:
+    ages = svc["ages"].values()
+    return min(ages) if ages else None
+
+
+def battery_view(svc: dict[str, Any]) -> dict[str, Any]:
+    v = svc["values"]
+    out = {"service": svc["service"], **_pick(v, BATTERY_FIELDS),
+           "limits": _pick(v, LIMIT_FIELDS), "alarms": _prefixed(v, "/Alarms/"),
+           "age": _last_update(svc)}
+    suffix = svc["service"].rsplit(".", 1)[-1]
+    out["aggregate"] = "aggregate" in suffix.lower() or "aggregate" in str(
+        v.get("/ProductName") or "").lower()
+    out["title"] = out["name"] or out["product"] or suffix
+    return out
+
+
+def vebus_view(svc: dict[str, Any]) -> dict[str, Any]:
+    v = svc["values"]
+    out = {"service": svc["service"], **_pick(v, VEBUS_FIELDS), "dc": _pick(v, DC_FIELDS),
+           "alarms": _prefixed(v, "/Alarms/"), "energy": _prefixed(v, "/Energy/"),
+           "age": _last_update(svc)}
+    for side, base in (("ac_in", "/Ac/ActiveIn/"), ("ac_out", "/Ac/Out/")):
+        out[side] = {f"L{n}": {f: v.get(f"{base}L{n}/{f}") for f in PHASE_FIELDS}
+                     for n in (1, 2, 3)
+                     if any(v.get(f"{base}L{n}/{f}") is not None for f in PHASE_FIELDS)}
+    out["state_text"] = VEBUS_STATES.get(out["state"], svc["texts"].get("/State", "---")) \
+        if out["state"] is not None else "---"
+    out["mode_text"] = VEBUS_MODES.get(out["mode"], "---") if out["mode"] is not None else "---"
+    out["bridge"] = {p: v[p] for p in sorted(v) if p.startswith(SMA_EXTRA_PREFIXES)}
+    out["ladder"] = v.get("/CanBridge/Ladder")
+    out["charge_phase"] = v.get("/CanBridge/ChargePhase")
+    out["title"] = out["name"] or out["product"] or svc["service"].rsplit(".", 1)[-1]
+    return out
+
+
+def status(backend: Any) -> dict[str, Any]:
+    """What ``GET /api/status`` returns."""
+    services = backend.services()
+    return {
+        "time": backend.clock(),
+        "settings_available": backend.settings_available(),
+        "batteries": [battery_view(s) for s in services if s["class"] == "battery"],
+        "vebus": [vebus_view(s) for s in services if s["class"] == "vebus"],
+    }
+
+
+def diagnostics(backend: Any) -> dict[str, Any]:
+    """What ``GET /api/diagnostics`` returns: every path of every watched service, with ages.
+
+    ``com.victronenergy.canbridge.*`` services (the drivers' own diagnostics: frame counts,
+    error counters, SDO timeouts and aborts per node, input ages, last frames) come first.
+    """
+    services = backend.services()
+    services.sort(key=lambda s: (s["class"] != "canbridge", s["service"]))
+    out = []
+    for s in services:
+        rows = [{"path": p, "value": s["values"][p], "text": s["texts"].get(p, ""),
+                 "age": s["ages"].get(p)} for p in sorted(s["values"])]
+        out.append({"service": s["service"], "class": s["class"], "paths": rows,
+                    "process": s["values"].get("/Mgmt/ProcessName")})
+    return {"time": backend.clock(), "services": out, "web": backend.stats()}
