@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml scripts/setup-system.sh
 deps venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check driver webui sim tests bench qml scripts
+	$(VENV)/bin/ruff check driver webui sim tests bench qml scripts install
+	shellcheck -x install/*.sh scripts/*.sh
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy driver
@@ -38,6 +39,9 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(PY) -m sim.demo --duration $(DURATION)
+
+dist: $(STAMP)
+	$(PY) install/make_dist.py
 
 qml: $(STAMP)
 	$(PY) -m qml.build
