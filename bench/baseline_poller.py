@@ -31,7 +31,7 @@ class BaselineResult:
 
 
 def upload(bus: can.BusABC, node: int, obj: objs.ObjectDef, timeout: float) -> bytes | None:
-    """Expedited SDO upload, the way simple scripts do it: send, then ``recv()`` until it matches."""
+    """Expedited SDO upload as simple scripts do it: send, then ``recv()`` until it matches."""
     req = bytes([0x40, obj.index & 0xFF, obj.index >> 8, obj.subindex, 0, 0, 0, 0])
     bus.send(can.Message(arbitration_id=SDO_REQ + node, data=req, is_extended_id=False))
     deadline = time.monotonic() + timeout

@@ -4,10 +4,10 @@ Drivers register their settings from it, the web page and the Remote Console pag
 from it, and every value written by a user is checked against it (type, range, options, node-ID
 list syntax, cross-field rules) before it reaches the settings service.
 
-The file is validated when it is loaded. With ``jsonschema`` importable (always in tests and
-development) the full JSON Schema in ``settings_meta_schema.json`` is applied; the semantic
-checks below (unique paths, defaults within range, rules that hold for the defaults, ...) run
-everywhere, including on a GX where ``jsonschema`` (which needs a compiled extension) is absent.
+The file is validated when it is loaded. The tests check it against its JSON Schema
+(``settings_meta_schema.json``, with ``jsonschema``); every program checks it with the semantic
+checks below (types, unique paths, defaults within range, options, rules that hold for the
+defaults, ...), which need no third-party package.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent / "settings_schema.json"
 META_SCHEMA_FILE = Path(__file__).resolve().parent / "settings_meta_schema.json"
 
 SettingValue = int | float | str
+WIDGETS = ("number", "option", "switch", "text", "nodelist")
 
 
 class SchemaError(Exception):
@@ -271,6 +272,14 @@ def _semantic_checks(prefix: str, groups: list[Group], settings: list[Setting],
     seen: set[str] = set()
     for s in settings:
         where = s.path
+        if s.type not in ("i", "f", "s"):
+            raise _fail(where, f"type must be i, f or s, not {s.type!r}")
+        if s.widget not in WIDGETS:
+            raise _fail(where, f"unknown widget {s.widget!r}")
+        if s.widget == "option" and not s.options:
+            raise _fail(where, "an option setting needs options")
+        if s.type == "s" and s.maxlength is None:
+            raise _fail(where, "a text setting needs maxlength")
         if s.path in seen:
             raise _fail(where, "declared more than once")
         seen.add(s.path)
@@ -312,25 +321,31 @@ def _semantic_checks(prefix: str, groups: list[Group], settings: list[Setting],
             raise _fail(f"rule '{rule.message}'", "the defaults break it")
 
 
+def meta_errors(data: Mapping[str, Any]) -> list[str]:
+    """Problems of ``data`` against ``settings_meta_schema.json`` (needs ``jsonschema``).
+
+    Used by the tests and by developers; the drivers rely on :func:`parse_schema`'s own checks,
+    so a GX (where ``jsonschema``, which needs a compiled extension, is absent) and every
+    process's memory footprint do without it.
+    """
+    import jsonschema
+
+    meta = json.loads(META_SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft202012Validator(meta)
+    out = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "top level"
+        if len(err.absolute_path) >= 2 and err.absolute_path[0] == "settings":
+            try:
+                where = data["settings"][err.absolute_path[1]].get("path", where)
+            except (KeyError, IndexError, TypeError, AttributeError):
+                pass
+        out.append(f"settings schema: {where}: {err.message}")
+    return out
+
+
 def parse_schema(data: Mapping[str, Any]) -> Schema:
-    """Build a :class:`Schema` from parsed JSON, validating it."""
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - only on a GX without jsonschema
-        jsonschema = None  # type: ignore[assignment]
-    if jsonschema is not None:
-        meta = json.loads(META_SCHEMA_FILE.read_text())
-        validator = jsonschema.Draft202012Validator(meta)
-        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-        if errors:
-            err = errors[0]
-            where = "/".join(str(p) for p in err.absolute_path) or "top level"
-            if len(err.absolute_path) >= 2 and err.absolute_path[0] == "settings":
-                try:
-                    where = data["settings"][err.absolute_path[1]].get("path", where)
-                except (KeyError, IndexError, TypeError, AttributeError):
-                    pass
-            raise _fail(where, err.message)
+    """Build a :class:`Schema` from parsed JSON, validating it (no ``jsonschema`` needed)."""
     try:
         prefix = data["prefix"]
         groups = [Group(g["id"], g["label"], g["help"]) for g in data["groups"]]

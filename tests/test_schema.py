@@ -13,6 +13,7 @@ import pytest
 from driver.schema import (
     META_SCHEMA_FILE,
     SCHEMA_FILE,
+    meta_errors,
     SchemaError,
     SettingValueError,
     format_node_ids,
@@ -54,11 +55,22 @@ def test_types_are_explicit_and_defaults_carry_them():
 
 
 def _broken(mutate) -> str:
+    """The program's error for a mutated schema; the meta-schema must reject it too."""
     data = copy.deepcopy(RAW)
     mutate(data)
     with pytest.raises(SchemaError) as info:
         parse_schema(data)
     return str(info.value)
+
+
+def test_meta_schema_names_the_setting():
+    data = copy.deepcopy(RAW)
+    _setting(data, "Superb/Mode").update(type="x")
+    _setting(data, "Web/Port").pop("max")
+    errors = meta_errors(data)
+    assert any("/Settings/CanBridge/Superb/Mode" in e for e in errors)
+    assert any("/Settings/CanBridge/Web/Port" in e and "max" in e for e in errors)
+    assert meta_errors(RAW) == []
 
 
 def _setting(data, key):
@@ -69,7 +81,9 @@ def test_broken_schemas_name_the_setting_and_the_problem():
     msg = _broken(lambda d: _setting(d, "Superb/PollInterval").update(default=99.0))
     assert "/Settings/CanBridge/Superb/PollInterval" in msg and "default" in msg
     msg = _broken(lambda d: _setting(d, "Superb/Mode").update(type="x"))
-    assert "Superb/Mode" in msg
+    assert "Superb/Mode" in msg and "type" in msg
+    msg = _broken(lambda d: _setting(d, "Superb/Mode").update(widget="slider"))
+    assert "Superb/Mode" in msg and "widget" in msg
     msg = _broken(lambda d: _setting(d, "Sma/FloatVoltage").update(default=60.0))
     assert "float voltage must not be above absorption voltage" in msg
     msg = _broken(lambda d: d["settings"].append(dict(_setting(d, "Web/Port"))))
@@ -80,7 +94,7 @@ def test_broken_schemas_name_the_setting_and_the_problem():
     assert "Superb/Mode" in msg
 
 
-def test_semantic_checks_hold_without_jsonschema():
+def test_programs_do_not_need_jsonschema():
     """On a GX jsonschema is absent; the built-in checks still catch bad defaults and rules."""
     code = (
         "import sys, json, copy; sys.modules['jsonschema'] = None\n"

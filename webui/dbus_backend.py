@@ -473,7 +473,7 @@ class DbusBackend:
         now = self.clock()
         with self._lock:
             for svc in self._services.values():
-                if svc.service_class in ("battery", "vebus"):
+                if svc.scanned and svc.service_class in ("battery", "vebus"):
                     soc, volt, cur = (svc.values.get(p) for p in HISTORY_PATHS.values())
                     svc.history.append((now, soc, volt, cur))
         return True

@@ -7,6 +7,7 @@ so a battery from another driver shows too. Paths are data: one table per view.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 BATTERY_FIELDS = {
@@ -98,6 +99,30 @@ def status(backend: Any) -> dict[str, Any]:
     }
 
 
+NODE_COLUMNS = ("state", "online", "serial", "firmware", "heartbeat_age", "frames", "sdo_ok",
+                "sdo_timeouts", "sdo_aborts", "bad_responses", "bus_errors", "reboots",
+                "last_error")
+
+
+def _nodes_table(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """dbus-superb's per-node diagnostics (``/Status/Nodes``, JSON; docs/superb.md)."""
+    raw = values.get("/Status/Nodes")
+    if not isinstance(raw, str):
+        return []
+    try:
+        nodes = json.loads(raw)
+    except ValueError:
+        return []
+    if not isinstance(nodes, dict):
+        return []
+    rows = []
+    for node, info in sorted(nodes.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit()
+                             else 0):
+        if isinstance(info, dict):
+            rows.append({"node": node, **{c: info.get(c) for c in NODE_COLUMNS}})
+    return rows
+
+
 def diagnostics(backend: Any) -> dict[str, Any]:
     """What ``GET /api/diagnostics`` returns: every path of every watched service, with ages.
 
@@ -111,5 +136,6 @@ def diagnostics(backend: Any) -> dict[str, Any]:
         rows = [{"path": p, "value": s["values"][p], "text": s["texts"].get(p, ""),
                  "age": s["ages"].get(p)} for p in sorted(s["values"])]
         out.append({"service": s["service"], "class": s["class"], "paths": rows,
-                    "process": s["values"].get("/Mgmt/ProcessName")})
+                    "process": s["values"].get("/Mgmt/ProcessName"),
+                    "nodes": _nodes_table(s["values"])})
     return {"time": backend.clock(), "services": out, "web": backend.stats()}

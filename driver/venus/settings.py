@@ -204,6 +204,27 @@ class LiveSettings:
             set_level_from_setting(self._values[path])
         if self._ready:
             self._notify(path, before, self._values[path])
+        self._recheck_rejected(path)
+
+    def _recheck_rejected(self, changed: str) -> None:
+        """Try again the refused values whose rule involves ``changed``.
+
+        A value refused for breaking a cross-field rule (float above absorption) becomes valid
+        when the other side of the rule moves (absorption raised): it applies then.
+        """
+        if self._sd is None:
+            return
+        related = {p for r in self._schema.rules_touching(changed) for p in (r.a, r.b)}
+        for path in [p for p in self.rejected if p in related and p != changed]:
+            before = self._values.get(path)
+            try:
+                raw = self._sd[path]
+            except KeyError:
+                continue
+            if self._accept(path, raw) and before != self._values.get(path):
+                log.info("setting %s = %r now accepted", path, raw)
+                if self._ready:
+                    self._notify(path, before, self._values[path])
 
     def _notify(self, path: str, old: Any, new: Any) -> None:
         extra = self._extras.get(path)

@@ -96,3 +96,19 @@ def test_own_write_comes_back_as_a_change(host):
     assert host.cmd(f"set {path} 2.0", "result")["result"] == 0
     ev = host.read("changed")
     assert ev == {"event": "changed", "path": path, "old": 1.0, "new": 2.0}
+
+
+def test_refused_value_applies_once_the_other_side_of_the_rule_moves(host, settings_service):
+    addr = settings_service.daemon.address
+    absorption = "/Settings/CanBridge/Sma/AbsorptionVoltage"
+    floatv = "/Settings/CanBridge/Sma/FloatVoltage"
+    assert _set(addr, floatv, dbus.Double(57.5)) == 0  # above absorption 56.8: refused
+    deadline = time.monotonic() + 5
+    while floatv not in host.cmd("rejected", "rejected")["rejected"]:
+        assert time.monotonic() < deadline
+    assert _set(addr, absorption, dbus.Double(58.0)) == 0
+    first = host.read("changed")
+    second = host.read("changed")
+    assert (first["path"], first["new"]) == (absorption, 58.0)
+    assert (second["path"], second["old"], second["new"]) == (floatv, 54.0, 57.5)
+    assert host.cmd("rejected", "rejected")["rejected"] == {}

@@ -134,7 +134,9 @@ def main() -> int:
     for p, v in {"/Scan/Running": 0, "/Scan/Progress": None, "/Scan/Result": "",
                  "/Scan/Range": "1-32", "/Scan/LastError": "", "/Link/vecan0/FramesReceived": 0,
                  "/Link/vecan0/ErrorFrames": 0, "/Node/1/SdoTimeouts": 0,
-                 "/Node/1/SdoAborts": 0}.items():
+                 "/Node/1/SdoAborts": 0,
+                 "/Status/Nodes": json.dumps({"1": {"state": "operational", "online": 1,
+                                                    "sdo_timeouts": 2, "sdo_aborts": 1}})}.items():
         mgr.add_path(p, v)
     mgr.register()
 

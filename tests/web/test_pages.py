@@ -238,6 +238,9 @@ def test_diagnostics_lists_every_path(authed: tuple[Any, str], fake_services: An
     assert "/Link/vecan0/FramesReceived" in paths and "/Node/1/SdoTimeouts" in paths
     assert paths["/Node/1/SdoTimeouts"]["age"] >= 0
     assert d["web"]["settings_available"] is True
+    (node,) = first["nodes"]  # dbus-superb's per-node table, from /Status/Nodes
+    assert node["node"] == "1" and node["sdo_timeouts"] == 2 and node["sdo_aborts"] == 1
+    assert node["serial"] is None
     assert client.get("/diagnostics").status_code == 200
 
 

@@ -218,6 +218,7 @@
     const box = document.getElementById("diag");
     const stats = document.getElementById("web-stats");
     const open = new Map();
+    const prev = new Map();  // service+path -> [value, time]: counter rates between polls
     poll(async () => {
       const {status, data} = await api("GET", "/api/diagnostics");
       if (status !== 200) return;
@@ -235,15 +236,32 @@
       }
       box.replaceChildren(...data.services.map((s) => {
         const tb = el("tbody");
+        const now = Date.now() / 1000;
         for (const r of s.paths) {
-          const old = r.age !== null && r.age > 10;
+          const key = s.service + r.path;
+          let rate = "";
+          if (typeof r.value === "number" && /Frames|Errors|Timeouts|Aborts|Failures|Reopens|Count/i.test(r.path)) {
+            const p = prev.get(key);
+            if (p && now > p[1] && r.value >= p[0]) rate = ((r.value - p[0]) / (now - p[1])).toFixed(1) + " /s";
+            prev.set(key, [r.value, now]);
+          }
           tb.append(el("tr", {}, el("td", {text: r.path}), el("td", {class: "num", text: r.text}),
-            el("td", {class: "num" + (old ? " old" : ""), text: r.age === null ? "" : r.age.toFixed(0) + " s"})));
+            el("td", {class: "num", text: rate}),
+            el("td", {class: "num", text: r.age === null ? "" : r.age.toFixed(0) + " s"})));
+        }
+        let nodes = null;
+        if (s.nodes && s.nodes.length) {
+          const cols = Object.keys(s.nodes[0]);
+          nodes = el("table", {class: "data nodes"},
+            el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", {text: c.replace(/_/g, " ")})))),
+            el("tbody", {}, ...s.nodes.map((n) => el("tr", {}, ...cols.map((c) =>
+              el("td", {class: typeof n[c] === "number" ? "num" : "", text: n[c] === null || n[c] === undefined ? "---" : String(n[c])}))))));
         }
         const d = el("details", {"data-service": s.service},
           el("summary", {text: s.service + (s.process ? " (" + s.process + ")" : "") + " — " + s.paths.length + " paths"}),
+          nodes ? el("h4", {text: "Batteries (per CANopen node)"}) : null, nodes,
           el("table", {class: "data"}, el("thead", {}, el("tr", {}, el("th", {text: "Path"}),
-            el("th", {text: "Value"}), el("th", {text: "Unchanged for"}))), tb));
+            el("th", {text: "Value"}), el("th", {text: "Rate"}), el("th", {text: "Unchanged for"}))), tb));
         d.open = open.has(s.service) ? open.get(s.service) : s.class === "canbridge";
         return d;
       }));
