@@ -186,7 +186,7 @@ def status_line(address: str) -> str:
 
             short = name.split(".", 3)[-1]
             if ".battery." in name:
-                parts.append(f"{short}: {text('/Soc')} % {text('/Dc/0/Voltage')} "
+                parts.append(f"{short}: {text('/Soc')} {text('/Dc/0/Voltage')} "
                              f"{text('/Dc/0/Current')}")
             else:
                 parts.append(f"{short}: state {text('/State')} out {text('/Ac/Out/P')} "
