@@ -15,7 +15,7 @@ Island, the simulated battery and ``dbus-sma``, then measures:
 from __future__ import annotations
 
 import argparse
-import statistics
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -26,7 +26,7 @@ import dbus
 import psutil
 
 from tests.fixtures.canlink import start_canlink
-from tests.fixtures.procs import Proc, python_cmd
+from tests.fixtures.procs import Proc
 from tests.fixtures.venus import SettingsService, start_dbus_daemon
 from tests.sma.conftest import SmaSystem, Tap, is_351, limits
 
@@ -101,7 +101,7 @@ def main() -> int:
         elapsed = time.monotonic() - t_start
         load.terminate()
         times = tap.times(0x351, since=t_start)
-        periods = [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
+        periods = [(b - a) * 1000 for a, b in itertools.pairwise(times)]
         jit = [abs(p - 1000.0) for p in periods]
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
         print(f"0x351 period jitter ms (busy main loop): n={len(jit)} p50={pct(jit, 50):.2f} "

@@ -299,9 +299,8 @@ class Controller:
 
     def _charge_phase(self, b: Battery, cfg: Config, now: float) -> None:
         v, i, soc = b.voltage or 0.0, b.current or 0.0, b.soc or 0.0
-        if self.phase == Phase.BULK:
-            if v >= cfg.absorption_voltage - cfg.taper_band:
-                self._set_phase(Phase.ABSORPTION, now)
+        if self.phase == Phase.BULK and v >= cfg.absorption_voltage - cfg.taper_band:
+            self._set_phase(Phase.ABSORPTION, now)
         if self.phase == Phase.ABSORPTION:
             timed_out = now - self._phase_since >= cfg.absorption_time * 60.0
             tail = self._held(i < cfg.tail_current, now, cfg.condition_time)

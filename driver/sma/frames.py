@@ -76,7 +76,7 @@ def database() -> cantools.database.can.Database:
     return db
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _invalid_raw(frame_id: int) -> dict[str, int]:
     msg = database().get_message_by_frame_id(frame_id)
     out = {}
@@ -127,7 +127,7 @@ def decode_signals(frame: can.Message) -> dict[str, float | int | None]:
     if len(data) != msg.length:
         raise FrameError(
             f"0x{frame.arbitration_id:03X}: {len(data)} data bytes, expected {msg.length}")
-    raws = msg.decode(data, decode_choices=False, scaling=False)
+    raws: Any = msg.decode(data, decode_choices=False, scaling=False)
     invalid = _invalid_raw(frame.arbitration_id)
     out: dict[str, float | int | None] = {}
     for sig in msg.signals:

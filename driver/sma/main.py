@@ -119,7 +119,7 @@ class Bridge:
                             self._on_frame, describe=iface)
         self.sender = BmsSender(
             self.link, Inputs(self.config), float(self.get("Sma/SendInterval")),
-            float(self.get("Sma/MaxSendFailureTime")), on_fatal=self._fatal)
+            max_failure_time=float(self.get("Sma/MaxSendFailureTime")), on_fatal=self._fatal)
         self.sender.start()
         GLib.timeout_add(int(POLL_S * 1000), self._poll)
         app.loop.on_stop(self._on_stop)
@@ -181,7 +181,8 @@ class Bridge:
                       CERBO_VEBUS_INSTANCE, uid)
         svc = create_service(
             self.app.velib, f"com.victronenergy.vebus.{uid}", processname="dbus-sma",
-            processversion=__version__, connection=f"Sunny Island on {self.get('Sma/CanInterface')}",
+            processversion=__version__,
+            connection=f"Sunny Island on {self.get('Sma/CanInterface')}",
             deviceinstance=inst, productid=vebus.PRODUCT_ID, productname=vebus.PRODUCT_NAME,
             firmwareversion=vebus.FIRMWARE_VERSION, hardwareversion=None, connected=1)
         svc.add_path("/CustomName", "")
@@ -262,8 +263,8 @@ class Bridge:
                 self._last_battery_error = why
 
         try:
-            get_value_async(self.app.bus, self.app.velib, service, path, got, failed,
-                            timeout=POLL_S * 2)
+            get_value_async(self.app.bus, self.app.velib, service, path, on_value=got,
+                            on_error=failed, timeout=POLL_S * 2)
         except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
             self._poll_inflight = False
             failed(str(exc))

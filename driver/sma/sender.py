@@ -103,7 +103,7 @@ class SendStats:
 class BmsSender:
     """The thread that sends the BMS frames; see the module docstring."""
 
-    def __init__(self, link: CanLink, inputs: Inputs, interval: float,
+    def __init__(self, link: CanLink, inputs: Inputs, interval: float, *,
                  max_failure_time: float, on_fatal: Callable[[str], None],
                  on_output: Callable[[Output], None] | None = None,
                  controller: Controller | None = None, record_ticks: bool = False) -> None:

@@ -20,7 +20,7 @@ from driver.venus.velib import Velib
 BUSITEM = "com.victronenergy.BusItem"
 
 
-def get_value_async(bus: dbus.bus.BusConnection, velib: Velib, service: str, path: str,
+def get_value_async(bus: dbus.bus.BusConnection, velib: Velib, service: str, path: str, *,
                     on_value: Callable[[Any], None], on_error: Callable[[str], None],
                     timeout: float = 2.0) -> None:
     """``GetValue`` of ``service`` ``path``; ``on_value(value)`` or ``on_error(message)``."""

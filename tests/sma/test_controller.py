@@ -43,7 +43,7 @@ def batt(clock: Clock, **kw: object) -> Battery:
     return Battery(**base)  # type: ignore[arg-type]
 
 
-def run(ctl: Controller, clock: Clock, inp: Inputs, seconds: float, fresh: bool = True,
+def run(ctl: Controller, clock: Clock, inp: Inputs, seconds: float, *, fresh: bool = True,
         step: float = 1.0, **bkw: object):  # type: ignore[no-untyped-def]
     out = None
     end = clock.t + seconds
@@ -63,7 +63,7 @@ def test_config_defaults_match_schema() -> None:
 def test_inconsistent_settings_refused_naming_them() -> None:
     with pytest.raises(ConfigError, match=r"FloatVoltage \(57\) must be at most AbsorptionVolt"):
         replace(CFG, float_voltage=57.0).check()
-    with pytest.raises(ConfigError, match="StaleAlarmTime .* must be below StopTime"):
+    with pytest.raises(ConfigError, match=r"StaleAlarmTime .* must be below StopTime"):
         replace(CFG, stale_alarm_time=45.0).check()
     with pytest.raises(ConfigError, match="RebulkVoltage"):
         replace(CFG, rebulk_voltage=54.0).check()

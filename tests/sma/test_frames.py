@@ -179,3 +179,14 @@ def test_dbc_usable_with_plain_cantools() -> None:
     out = db.decode_message(0x351, bytes.fromhex("3802e803d007c001"))
     assert out["ChargeVoltageLimit"] == pytest.approx(56.8)
     assert out["DischargeVoltageLimit"] == pytest.approx(44.8)
+
+
+def test_can_monitor_plugin_decodes_sma_frames() -> None:
+    from driver import canmon
+
+    reg = canmon.DecoderRegistry()
+    canmon.load_plugins(reg)
+    name, text = reg.decode(0x351, bytes.fromhex("3802e803d007c001"))
+    assert name == "sma" and text is not None and "ChargeVoltageLimit=56.8V" in text
+    name, text = reg.decode(0x00F, bytes(8))
+    assert name == "sma" and text is not None and "QuickStop" in text
