@@ -18,6 +18,10 @@ import pytest
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 os.environ["QT_QUICK_BACKEND"] = "software"
+# Qt's GLib event dispatcher would own GLib's default main context for the rest of the pytest
+# process, so later tests whose D-Bus thread runs that context (the web backend) would hang.
+# The round trip pumps GLib itself; Qt gets its own dispatcher.
+os.environ["QT_NO_GLIB"] = "1"
 
 try:
     from PySide6.QtCore import Q_ARG, QMetaObject, QObject, QResource, QUrl
