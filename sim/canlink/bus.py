@@ -36,7 +36,22 @@ class CanLinkBus(can.BusABC):
                 f"cannot reach the loopback CAN hub at {host}:{port}: {exc}"
             ) from exc
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.sendall(protocol.hello(self._channel))
+        try:
+            self._sock.sendall(protocol.hello(self._channel, os.getpid()))
+            answer = b""
+            while not answer.endswith(b"\n") and len(answer) < 64:
+                chunk = self._sock.recv(1)
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError as exc:
+            self._sock.close()
+            raise can.CanInitializationError(f"loopback CAN hub refused: {exc}") from exc
+        if answer != protocol.ACCEPTED:
+            self._sock.close()
+            raise can.CanInitializationError(
+                f"canlink {self._channel}: interface not available "
+                f"({answer.decode(errors='replace').strip() or 'no answer'})")
         self._sock.setblocking(False)
         self._buf = bytearray()
         self._send_lock = threading.Lock()

@@ -3,8 +3,10 @@
 Run as ``python -m sim.canlink.hub --port 29536``. It binds 127.0.0.1 (never another address),
 accepts any number of bus connections, and forwards every frame to all other connections on
 the same channel in arrival order. It can also inject faults for tests through a control
-connection (``CONTROL <channel> <command>`` lines): ``busoff`` (drop every frame and tell
-clients the bus is off), ``buson``, ``garbage`` (send a burst of malformed frames).
+connection (``CONTROL <channel> <command>`` lines): ``busoff`` (drop every frame on the
+channel), ``buson``, ``garbage`` (send a burst of malformed frames), ``unplug:<pid>`` (close
+that process's connections on the channel and refuse it until ``plug:<pid>``: its interface
+disappears), ``stats``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger("canlink.hub")
 class _Conn:
     sock: socket.socket
     channel: str | None = None
+    pid: int = 0
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
     control: bool = False
@@ -56,6 +59,7 @@ class Hub:
         self.sel.register(self.listener, selectors.EVENT_READ, None)
         self.conns: dict[int, _Conn] = {}
         self.channels: dict[str, ChannelStats] = {}
+        self.unplugged: set[tuple[str, int]] = set()
         self.running = True
 
     def close(self) -> None:
@@ -125,6 +129,19 @@ class Hub:
             for other in list(self.conns.values()):
                 if other.channel == channel and not other.control:
                     self._send(other, junk)
+        elif cmd.startswith(("unplug:", "plug:")):
+            try:
+                pid = int(cmd.split(":", 1)[1])
+            except ValueError:
+                self._send(c, b"ERR\n")
+                return
+            if cmd.startswith("unplug:"):
+                self.unplugged.add((channel, pid))
+                for other in list(self.conns.values()):
+                    if other.channel == channel and other.pid == pid:
+                        self._drop(other)
+            else:
+                self.unplugged.discard((channel, pid))
         elif cmd == "stats":
             self._send(c, f"OK {stats.frames} {int(stats.busoff)}\n".encode())
             return
@@ -153,8 +170,18 @@ class Hub:
             line = bytes(c.inbuf[:nl]).decode("ascii", "replace")
             del c.inbuf[: nl + 1]
             if line.startswith(protocol.MAGIC.decode() + " "):
-                c.channel = line.split(" ", 1)[1]
+                parts = line.split(" ")
+                c.channel = parts[1]
+                c.pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+                if (c.channel, c.pid) in self.unplugged:
+                    try:
+                        c.sock.send(protocol.REFUSED)
+                    except OSError:
+                        pass
+                    self._drop(c)
+                    return
                 self.channels.setdefault(c.channel, ChannelStats())
+                self._send(c, protocol.ACCEPTED)
             elif line.startswith("CONTROL"):
                 c.control = True
                 self._control(c, line)

@@ -4,7 +4,9 @@ The link is a hub process listening on 127.0.0.1; each python-can bus object con
 TCP, names the CAN channel it is on (``vecan0``, ``can1``, ...) and then exchanges fixed-size
 frame records. The hub forwards each record to every other connection on the same channel, in
 the order it received them, so frames cross process boundaries like on a real bus and never
-leave this machine.
+leave this machine. The hub answers the greeting with ``OK`` (or ``NO ...`` when the test
+has unplugged that process's interface), so opening a bus fails the way opening a missing
+SocketCAN interface does.
 """
 
 from __future__ import annotations
@@ -20,16 +22,23 @@ FLAG_EXTENDED = 0x01
 FLAG_REMOTE = 0x02
 FLAG_ERROR = 0x04
 
+#: the hub's answer to a hello: the link is up, or this interface is unplugged
+ACCEPTED = b"OK\n"
+REFUSED = b"NO unplugged\n"
+
 DEFAULT_PORT = 29536
 ENV_VAR = "CANBRIDGE_CANLINK"
 
 
-def hello(channel: str) -> bytes:
-    """The greeting a client sends first: magic, channel name, newline."""
+def hello(channel: str, pid: int) -> bytes:
+    """The greeting a client sends first: magic, channel name, the client's pid, newline.
+
+    The pid lets tests unplug one process's interface (``CONTROL <channel> unplug:<pid>``).
+    """
     name = channel.encode("ascii")
-    if b"\n" in name or len(name) > 64 or not name:
+    if b"\n" in name or b" " in name or len(name) > 64 or not name:
         raise ValueError(f"bad channel name {channel!r}")
-    return MAGIC + b" " + name + b"\n"
+    return MAGIC + b" " + name + b" " + str(pid).encode() + b"\n"
 
 
 def pack(timestamp: float, arbitration_id: int, flags: int, data: bytes) -> bytes:

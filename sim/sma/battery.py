@@ -5,6 +5,9 @@ With ``--follow CHANNEL`` it mirrors the simulated Sunny Island's battery from i
 Every data path is writeable (tests change limits, alarms, ``/Connected``); ``/Test/Hold`` = 1
 stops the mirroring so a test can write implausible values. It uses velib through the Venus
 edge like the drivers do.
+
+With ``--system`` it publishes ``com.victronenergy.system`` instead, with the battery under
+``/Dc/Battery/*`` as Venus's systemcalc does, for the bridge's "system battery" source.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="com.victronenergy.battery.sim_sma")
     ap.add_argument("--instance", type=int, default=512)
     ap.add_argument("--follow", help="CAN channel of the simulated Sunny Island to mirror")
+    ap.add_argument("--system", action="store_true",
+                    help="publish com.victronenergy.system /Dc/Battery/* instead")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -47,25 +52,34 @@ def main(argv: list[str] | None = None) -> int:
 
     loop = MainLoop()
     vl = velib.load()
-    svc = create_service(vl, args.name, processname="sim.sma.battery", processversion="1",
-                         connection="simulated", deviceinstance=args.instance,
-                         productid=PRODUCT_ID_BMS, productname="Simulated battery",
-                         firmwareversion=1, hardwareversion=None, connected=1)
+    name = "com.victronenergy.system" if args.system else args.name
+    svc = create_service(vl, name, processname="sim.sma.battery", processversion="1",
+                         connection="simulated", deviceinstance=0 if args.system else
+                         args.instance, productid=PRODUCT_ID_BMS,
+                         productname="Simulated battery", firmwareversion=1,
+                         hardwareversion=None, connected=1)
+    # The system service carries the battery under /Dc/Battery (systemcalc's layout).
+    where = {"/Dc/0/Voltage": "/Dc/Battery/Voltage", "/Dc/0/Current": "/Dc/Battery/Current",
+             "/Dc/0/Power": "/Dc/Battery/Power", "/Dc/0/Temperature": "/Dc/Battery/Temperature",
+             "/Soc": "/Dc/Battery/Soc"} if args.system else {}
     for path, value in PATHS.items():
-        svc.add_path(path, value, writeable=True)
+        if args.system and path not in where and path != "/Test/Hold":
+            continue
+        svc.add_path(where.get(path, path), value, writeable=True)
     svc.register()
-    log.info("battery service %s registered", args.name)
+    log.info("battery service %s registered", name)
 
     def mirror(values: dict[str, Any]) -> None:
         if svc["/Test/Hold"]:
             return
+        v, i = values["SiBatteryVoltage"], values["BatteryCurrentCharging"]
         with svc as s:
-            s["/Dc/0/Voltage"] = values["SiBatteryVoltage"]
-            s["/Dc/0/Current"] = values["BatteryCurrentCharging"]
-            s["/Soc"] = values["SiSoc"]
-            s["/Dc/0/Temperature"] = values["SiBatteryTemperature"]
-            v, i = values["SiBatteryVoltage"], values["BatteryCurrentCharging"]
-            s["/Dc/0/Power"] = None if v is None or i is None else round(v * i, 1)
+            for path, value in (("/Dc/0/Voltage", v), ("/Dc/0/Current", i),
+                                ("/Soc", values["SiSoc"]),
+                                ("/Dc/0/Temperature", values["SiBatteryTemperature"]),
+                                ("/Dc/0/Power",
+                                 None if v is None or i is None else round(v * i, 1))):
+                s[where.get(path, path)] = value
 
     notifier = None
     if args.follow:

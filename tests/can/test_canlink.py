@@ -101,3 +101,33 @@ def test_missing_hub_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CANBRIDGE_CANLINK", "127.0.0.1:1")
     with pytest.raises(can.CanInitializationError, match="loopback CAN hub"):
         open_bus("vecan0")
+
+
+def test_unplug_one_process_and_plug_it_back(canlink):
+    import os
+
+    a = open_bus("vecan0")
+    b = open_bus("vecan0")
+    try:
+        time.sleep(0.05)
+        # Both buses belong to this process: unplugging it drops both and refuses new ones.
+        assert canlink.control("vecan0", f"unplug:{os.getpid()}") == "OK"
+        with pytest.raises(can.CanOperationError):
+            for _ in range(50):
+                a.send(can.Message(arbitration_id=0x10, is_extended_id=False, data=b"\x00"))
+                time.sleep(0.02)
+        with pytest.raises(can.CanInitializationError, match="not available"):
+            open_bus("vecan0")
+        assert canlink.control("vecan0", f"plug:{os.getpid()}") == "OK"
+        d, e = open_bus("vecan0"), open_bus("vecan0")
+        try:
+            time.sleep(0.05)
+            d.send(can.Message(arbitration_id=0x12, is_extended_id=False, data=b"\x01"))
+            msg = e.recv(2.0)
+            assert msg is not None and msg.arbitration_id == 0x12
+        finally:
+            d.shutdown()
+            e.shutdown()
+    finally:
+        a.shutdown()
+        b.shutdown()
