@@ -51,13 +51,14 @@ def start(name: str, args: argparse.Namespace, prefixes: tuple[str, ...],
         log.critical("%s", exc)
         return None
     from driver.venus import velib as velib_mod
-    from driver.venus.dbusconn import shared_bus
+    from driver.venus.dbusconn import exit_on_bus_loss, shared_bus
     from driver.venus.mainloop import MainLoop
     from driver.venus.settings import LiveSettings
 
     loop = MainLoop()
     velib = velib_mod.load()
     bus = shared_bus()
+    exit_on_bus_loss(bus, loop.fail)
     app = App(name=name, schema=schema, velib=velib, bus=bus, loop=loop, settings=None, log=log)
     wanted = schema.under(*prefixes, "General/")
 

@@ -17,6 +17,7 @@ PACKAGES=(
   chromium-driver
   libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3   # Qt offscreen (PySide6)
   fonts-dejavu-core       # readable text in screenshots
+  gcc libc6-dev           # the fault tests build a small wall-clock-shifting preload library
 )
 
 missing=()

@@ -41,6 +41,7 @@ from typing import Any
 
 import dbus
 import dbus.bus
+import dbus.mainloop.glib
 from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 
@@ -212,6 +213,9 @@ class DbusBackend:
 
     def _run(self) -> None:
         try:
+            # libdbus is only thread-safe once its locks are initialised: this thread dispatches
+            # while request threads (and, in tests, other code) may hold connections too.
+            dbus.mainloop.glib.threads_init()
             mainloop = DBusGMainLoop(set_as_default=False)
             if self.address:
                 self._bus = dbus.bus.BusConnection(self.address, mainloop=mainloop)

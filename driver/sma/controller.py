@@ -449,6 +449,18 @@ class Controller:
                 reasons.append("stopped: battery data stale")
         if why:
             warnings.add("General")
+        # A newer reading that cannot be used as data (a value missing, or implausible) still
+        # restricts charging at once (PROTOCOLS.md §4: restrictions apply at once): the battery
+        # service's charge limit, its allow-to-charge flag, charge-blocking alarms. The
+        # aggregate of batteries that all went offline publishes CCL 0 without a voltage;
+        # without this the last good CCL was sent until the ladder's stale step. Discharge is
+        # left to the ladder, so a communication loss does not drop the loads at once.
+        r = inp.battery
+        if r is not None and r is not g:
+            limit = self._charge_restriction(r)
+            if limit < ccl:
+                ccl = limit
+                reasons.append("latest battery reading restricts charging")
 
         # slew-limit rises, apply falls at once, small values become 0
         ccl = max(0.0, ccl)
@@ -478,6 +490,14 @@ class Controller:
         return Output(values=values, level=level, phase=self.phase, command=command,
                       data_age=age, implausible=why, absorption_done=self.absorption_done,
                       reasons=tuple(reasons))
+
+    @staticmethod
+    def _charge_restriction(r: Battery) -> float:
+        """The charge current a reading allows at most (inf when it says nothing)."""
+        if not r.allow_to_charge or any(lvl >= 2 and name in CHARGE_BLOCKING
+                                        for name, lvl in r.alarms.items()):
+            return 0.0
+        return r.max_charge_current if r.max_charge_current is not None else math.inf
 
     def _command(self, level: Level, mode_on: bool, cfg: Config, now: float) -> bool | None:
         """Start/stop decisions: the ladder's stop (if enabled) and the user's /Mode."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import dbus
 import dbus.bus
+import dbus.mainloop.glib
 from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 
@@ -27,6 +28,8 @@ _main_thread: threading.Thread | None = None
 def init_mainloop() -> None:
     """Make GLib the default main loop for dbus-python; remember the main-loop thread."""
     global _main_thread
+    # CAN threads never touch D-Bus, but libdbus must be safe should a library do so.
+    dbus.mainloop.glib.threads_init()
     DBusGMainLoop(set_as_default=True)
     _main_thread = threading.current_thread()
 
@@ -70,6 +73,42 @@ def private_bus() -> dbus.bus.BusConnection:
     if using_session_bus():
         return dbus.bus.BusConnection(os.environ["DBUS_SESSION_BUS_ADDRESS"])
     return dbus.bus.BusConnection(dbus.bus.BUS_SYSTEM)
+
+
+def _can_connect() -> bool:
+    """True when a D-Bus daemon accepts a new connection (the session or system bus)."""
+    try:
+        conn = private_bus()
+    except dbus.exceptions.DBusException:
+        return False
+    conn.close()
+    return True
+
+
+def exit_on_bus_loss(bus: dbus.bus.BusConnection, fail: Callable[[str], None],
+                     retry_ms: int = 200) -> None:
+    """Exit for the supervisor when the D-Bus daemon goes away, once a new one is there.
+
+    Services, bus names and subscriptions cannot move to a new daemon, so the process must
+    start again. Until the new daemon accepts connections the process keeps running (dbus-sma's
+    BMS sender does not use D-Bus; a restart while the daemon is still down would only crash
+    again); then ``fail(why)`` runs the stop callbacks (energy counters persisted) and exits.
+    Without this libdbus ends the process on the spot (``_exit``, nothing persisted, no log).
+    """
+    bus.set_exit_on_disconnect(False)
+
+    def lost(_conn: Any) -> None:
+        log.error("lost the connection to the D-Bus daemon; exiting once it is back")
+
+        def check() -> bool:
+            if not _can_connect():
+                return True
+            fail("the D-Bus daemon restarted")
+            return False
+
+        GLib.timeout_add(retry_ms, check)
+
+    bus.call_on_disconnection(lost)
 
 
 def watch_name(bus: dbus.bus.BusConnection, name: str,

@@ -150,6 +150,12 @@ class LiveSettings:
                 log.info("%s changed while the settings service was away: %r -> %r",
                          path, old, self._values[path])
                 self._notify(path, old, self._values[path])
+        # Values are checked one by one, so a value can be refused against the *default* of
+        # a setting read after it (low-voltage alarm 46.5 V against the high-voltage alarm's
+        # 14.8 V default, before the stored 58.4 V is read): try the refused ones again.
+        for _ in range(len(self.rejected)):
+            if not self._retry_rejected(notify=not first):
+                break
         if first:
             self._ready = True
             log.info("registered %d settings with %s", len(self._defs), SETTINGS_SERVICE)
@@ -225,6 +231,22 @@ class LiveSettings:
                 log.info("setting %s = %r now accepted", path, raw)
                 if self._ready:
                     self._notify(path, before, self._values[path])
+
+    def _retry_rejected(self, notify: bool) -> bool:
+        """Check every refused value again; True if one was accepted now."""
+        progress = False
+        for path in list(self.rejected):
+            before = self._values.get(path)
+            try:
+                raw = self._sd[path]
+            except KeyError:
+                continue
+            if self._accept(path, raw):
+                progress = True
+                log.info("setting %s = %r now accepted", path, raw)
+                if notify and before != self._values.get(path):
+                    self._notify(path, before, self._values[path])
+        return progress
 
     def _notify(self, path: str, old: Any, new: Any) -> None:
         extra = self._extras.get(path)
