@@ -1,7 +1,8 @@
 """SMA Sunny Island external-BMS CAN frames: encode and decode from ``sma_si.dbc``.
 
 The frame layouts are data (``sma_si.dbc``, next to this module; users can decode their own
-captures with it through cantools). This module adds what a DBC cannot say:
+captures with it through cantools; the bridge reads it with the small :mod:`driver.sma.dbc`
+reader to stay light). This module adds what a DBC cannot say:
 
 * invalid markers: a raw value whose value-table entry is named ``invalid`` (0xFFFF for unsigned
   16-bit fields, -32768 for signed ones) decodes to ``None``, and ``None`` encodes to it;
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import can
-import cantools
-import cantools.database
+
+from driver.sma import dbc
 
 DBC_FILE = Path(__file__).resolve().parent / "sma_si.dbc"
 
@@ -69,16 +70,19 @@ class FrameError(ValueError):
 
 
 @functools.lru_cache(maxsize=1)
-def database() -> cantools.database.can.Database:
-    """The parsed DBC (loaded on first use, never at import)."""
-    db = cantools.database.load_file(str(DBC_FILE), strict=True)
-    assert isinstance(db, cantools.database.can.Database)
-    return db
+def database() -> dict[int, dbc.Message]:
+    """The parsed DBC by frame ID (loaded on first use, never at import)."""
+    return dbc.load(DBC_FILE)
+
+
+def message(frame_id: int) -> dbc.Message:
+    """The layout of a frame; KeyError for an unknown ID."""
+    return database()[frame_id]
 
 
 @functools.cache
 def _invalid_raw(frame_id: int) -> dict[str, int]:
-    msg = database().get_message_by_frame_id(frame_id)
+    msg = message(frame_id)
     out = {}
     for sig in msg.signals:
         for raw, name in (sig.choices or {}).items():
@@ -105,10 +109,10 @@ def _raw(sig: Any, value: float | None, invalid: int | None) -> int:
 
 def encode_signals(frame_id: int, values: Mapping[str, float | None]) -> can.Message:
     """A frame from physical values (``None`` = invalid). Values saturate at the field limits."""
-    msg = database().get_message_by_frame_id(frame_id)
+    msg = message(frame_id)
     invalid = _invalid_raw(frame_id)
     raws = {s.name: _raw(s, values.get(s.name, 0), invalid.get(s.name)) for s in msg.signals}
-    data = msg.encode(raws, scaling=False, strict=False)
+    data = msg.encode(raws)
     return can.Message(arbitration_id=frame_id, data=data, is_extended_id=False)
 
 
@@ -120,14 +124,14 @@ def decode_signals(frame: can.Message) -> dict[str, float | int | None]:
     if frame.is_extended_id or frame.is_remote_frame or frame.is_error_frame:
         raise FrameError(f"not a data frame with an 11-bit ID: {frame}")
     try:
-        msg = database().get_message_by_frame_id(frame.arbitration_id)
+        msg = message(frame.arbitration_id)
     except KeyError:
         raise FrameError(f"unknown frame ID 0x{frame.arbitration_id:03X}") from None
     data = bytes(frame.data)
     if len(data) != msg.length:
         raise FrameError(
             f"0x{frame.arbitration_id:03X}: {len(data)} data bytes, expected {msg.length}")
-    raws: Any = msg.decode(data, decode_choices=False, scaling=False)
+    raws = msg.decode(data)
     invalid = _invalid_raw(frame.arbitration_id)
     out: dict[str, float | int | None] = {}
     for sig in msg.signals:
@@ -284,7 +288,7 @@ def decode(frame: can.Message) -> str | None:
                                 (*BMS_IDS, ID_STARTSTOP, ID_QUICKSTOP)):
         return None
     try:
-        msg = database().get_message_by_frame_id(fid)
+        msg = message(fid)
     except KeyError:
         return None
     try:
