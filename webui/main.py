@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from driver import __version__
+from driver.app import limit_malloc_arenas
 from driver.logsetup import set_level_from_setting, setup_logging
 from driver.schema import SchemaError, load_schema
 
@@ -50,16 +51,6 @@ def listen_spec(address: str, port: int) -> str:
     if ":" in address and not address.startswith("["):
         return f"[{address}]:{port}"
     return f"{address}:{port}"
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Keep glibc from giving each request thread its own heap (resident memory budget)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
