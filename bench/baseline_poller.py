@@ -9,9 +9,11 @@ read-only like the driver (SDO upload requests only).
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import can
 
@@ -77,3 +79,64 @@ def cycle(bus: can.BusABC, nodes: Iterable[int], objects: Iterable[objs.ObjectDe
 
 
 FAST_OBJECTS = tuple(o for o in objs.OBJECTS if o.rate is objs.Rate.FAST)
+#: what the driver reads in a full cycle (fast and slow objects), for a like-for-like comparison
+FULL_OBJECTS = tuple(o for o in objs.OBJECTS if o.rate in (objs.Rate.FAST, objs.Rate.SLOW))
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))] if s else float("nan")
+
+
+def probe_main_loop(setup: Callable[[Any], Callable[[], None]], duration: float,
+                    probe_ms: int = 10) -> dict[str, float]:
+    """Run a GLib main loop for ``duration`` s with a ``probe_ms`` timer and measure how late it
+    fires: the longest lateness is the longest time the main loop was blocked.
+
+    ``setup(GLib)`` is called on the loop before it runs (it adds the work under test: a GLib
+    timer, threads handing results over with ``GLib.idle_add``) and returns a clean-up function.
+    """
+    from gi.repository import GLib
+
+    loop = GLib.MainLoop()
+    late: list[float] = []
+    due = [0.0]
+
+    def probe() -> bool:
+        now = time.monotonic()
+        if due[0]:
+            late.append(max(0.0, now - due[0]) * 1000)
+        due[0] = now + probe_ms / 1000
+        return True
+
+    src = GLib.timeout_add(probe_ms, probe)
+    cleanup = setup(GLib)
+    GLib.timeout_add(int(duration * 1000), lambda: loop.quit() or False)
+    loop.run()
+    GLib.source_remove(src)  # the default context outlives this loop: leave nothing behind
+    cleanup()
+    return {"probes": len(late), "late_p50_ms": round(pct(late, 50), 2),
+            "late_p99_ms": round(pct(late, 99), 2), "blocked_max_ms": round(max(late), 1)}
+
+
+def run_on_glib(bus: can.BusABC, nodes: list[int], objects: Iterable[objs.ObjectDef], *,
+                interval: float = 1.0, duration: float = 10.0,
+                timeout: float = 0.3) -> dict[str, float]:
+    """The baseline as such scripts run it: ``cycle()`` from a GLib timer every ``interval`` s
+    on the main loop (which also serves D-Bus in those scripts), so the loop is blocked for the
+    whole cycle. Returns the main-loop probe figures and the median cycle time."""
+    objects = list(objects)
+    seconds: list[float] = []
+
+    def setup(GLib: Any) -> Callable[[], None]:
+        def tick() -> bool:
+            seconds.append(cycle(bus, nodes, objects, timeout).seconds)
+            return True
+
+        src = GLib.timeout_add(int(interval * 1000), tick)
+        return lambda: GLib.source_remove(src)
+
+    res = probe_main_loop(setup, duration)
+    res["cycles"] = len(seconds)
+    res["cycle_ms"] = round(statistics.median(seconds) * 1000, 1) if seconds else float("nan")
+    return res

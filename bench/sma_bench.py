@@ -106,6 +106,14 @@ def main() -> int:
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed * 100
         print(f"0x351 period jitter ms (busy main loop): n={len(jit)} p50={pct(jit, 50):.2f} "
               f"p99={pct(jit, 99):.2f} max={max(jit):.2f}", flush=True)
+        # the same periods from the frames' own timestamps (taken by the bridge's CAN link when
+        # it sends): what the bridge does, without the hub's and the tap's scheduling delays
+        with tap.cond:
+            sent = [m.timestamp for t, m in tap.frames if m.arbitration_id == 0x351
+                    and t >= t_start]
+        sjit = [abs((b - a) * 1000 - 1000.0) for a, b in itertools.pairwise(sent)]
+        print(f"0x351 period jitter ms at the sender (busy main loop): n={len(sjit)} "
+              f"p50={pct(sjit, 50):.2f} p99={pct(sjit, 99):.2f} max={max(sjit):.2f}", flush=True)
         print(f"dbus-sma under D-Bus load: CPU {cpu:.2f} % of one core over {elapsed:.0f} s",
               flush=True)
         # 3. resources without the artificial load

@@ -28,6 +28,8 @@ SETTINGS = "com.victronenergy.settings"
 #: a realistic settings file of a real GX, used as the demo's starting point when present
 SEED = ROOT.parent / "shared" / "reference" / "venus-settings-seed.xml"
 log = logging.getLogger("demo")
+#: what the other components run on; stopped last
+PLATFORM = ("dbus-daemon", "canlink-hub", "settings")
 
 DBUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -62,6 +64,7 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     logfile: Path
+    argv: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -87,20 +90,28 @@ class Demo:
                                 stdout=out, stderr=subprocess.STDOUT if stdout is None
                                 else open(logfile, "ab"),  # noqa: SIM115
                                 start_new_session=True)
-        child = Child(name, proc, logfile)
+        child = Child(name, proc, logfile, list(argv))
         self.children.append(child)
         log.info("started %s (pid %d, log %s)", name, proc.pid, logfile)
         return child
 
     def stop_all(self) -> None:
-        for child in reversed(self.children):
+        """Stop every child: first the drivers, simulators and web page, then the platform
+        pieces they use (settings service, CAN hub, dbus-daemon), as a GX stops its services
+        before its buses go away: a simulator whose CAN hub vanished under it while stopping
+        would log a traceback that is not a fault of anything under test."""
+        self._stop([c for c in self.children if c.name not in PLATFORM])
+        self._stop([c for c in self.children if c.name in PLATFORM])
+
+    def _stop(self, children: list[Child]) -> None:
+        for child in reversed(children):
             if child.proc.poll() is None:
                 try:
                     os.killpg(child.proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 10
-        for child in reversed(self.children):
+        for child in reversed(children):
             left = max(0.1, deadline - time.monotonic())
             try:
                 child.proc.wait(left)
@@ -198,6 +209,57 @@ def status_line(address: str) -> str:
     return " | ".join(parts)
 
 
+def start_system(demo: Demo, web_port: int) -> None:
+    """Start every component of the simulated system into ``demo`` (its ``workdir`` exists).
+
+    Shared by ``make demo`` and the benchmarks / soak (bench/fullsystem.py). Raises
+    :class:`RuntimeError` when a platform piece cannot start; the caller stops what started.
+    """
+    workdir = demo.workdir
+    dbus_exe = shutil.which("dbus-daemon")
+    if dbus_exe is None:
+        raise RuntimeError("dbus-daemon is not installed; run 'make deps'")
+    conf = workdir / "bus.conf"
+    conf.write_text(DBUS_CONFIG.format(socket=workdir / "bus.sock"))
+    bus_child = demo.spawn("dbus-daemon", [dbus_exe, "--nofork", "--nopidfile",
+                                           f"--config-file={conf}", "--print-address=1"],
+                           stdout=subprocess.PIPE)
+    assert bus_child.proc.stdout is not None
+    demo.address = bus_child.proc.stdout.readline().decode().strip()
+    hub = demo.spawn("canlink-hub", python("sim.canlink.hub", "--port", "0"),
+                     stdout=subprocess.PIPE)
+    assert hub.proc.stdout is not None
+    demo.canlink = hub.proc.stdout.readline().decode().strip().split("=", 1)[1]
+    (workdir / "conf").mkdir()
+    seed_args = ["--seed", str(SEED)] if SEED.is_file() else []
+    demo.spawn("settings", python("sim.venus.settings_service", "--path",
+                                  str(workdir / "conf"), *seed_args))
+    if not wait_name(demo.address, SETTINGS, 15):
+        raise RuntimeError(f"the settings service did not start; see {workdir / 'settings.log'}")
+    seed_settings(demo.address)
+
+    state = workdir / "state"
+    state.mkdir()
+    components: list[tuple[str, str, list[str]]] = [
+        # the SuperB packs are the Sunny Island's battery: they carry its current
+        ("sim-superb", "sim.superb", ["--nodes", "1,2,3", "--channel", "vecan0",
+                                      "--nominal-voltage", "51.2", "--follow-si", "can1"]),
+        ("sim-sma", "sim.sma", ["--channel", "can1"]),
+        ("dbus-superb", "driver.superb.main", []),
+        ("dbus-sma", "driver.sma.main", ["--state-dir", str(state)]),
+        ("canbridge-web", "webui.main", ["--listen", "127.0.0.1", "--port", str(web_port),
+                                         "--password-file", str(workdir / "password")]),
+    ]
+    (workdir / "password").write_text("")  # empty file: no password, as on a fresh GX
+    for name, module, args in components:
+        if module_exists(module):
+            demo.spawn(name, python(module, *args))
+        else:
+            log.info("%s is not part of this build yet (%s)", name, module)
+    if module_exists("webui.main"):
+        demo.web_url = f"http://127.0.0.1:{web_port}/"
+
+
 def run(duration: float, web_port: int, keep: bool) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="canbridge-demo-"))
     demo = Demo(workdir)
@@ -210,50 +272,11 @@ def run(duration: float, web_port: int, keep: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     code = 0
     try:
-        dbus_exe = shutil.which("dbus-daemon")
-        if dbus_exe is None:
-            log.error("dbus-daemon is not installed; run 'make deps'")
+        try:
+            start_system(demo, web_port)
+        except RuntimeError as exc:
+            log.error("%s", exc)
             return 1
-        conf = workdir / "bus.conf"
-        conf.write_text(DBUS_CONFIG.format(socket=workdir / "bus.sock"))
-        bus_child = demo.spawn("dbus-daemon", [dbus_exe, "--nofork", "--nopidfile",
-                                               f"--config-file={conf}", "--print-address=1"],
-                               stdout=subprocess.PIPE)
-        assert bus_child.proc.stdout is not None
-        demo.address = bus_child.proc.stdout.readline().decode().strip()
-        hub = demo.spawn("canlink-hub", python("sim.canlink.hub", "--port", "0"),
-                         stdout=subprocess.PIPE)
-        assert hub.proc.stdout is not None
-        demo.canlink = hub.proc.stdout.readline().decode().strip().split("=", 1)[1]
-        (workdir / "conf").mkdir()
-        seed_args = ["--seed", str(SEED)] if SEED.is_file() else []
-        demo.spawn("settings", python("sim.venus.settings_service", "--path",
-                                      str(workdir / "conf"), *seed_args))
-        if not wait_name(demo.address, SETTINGS, 15):
-            log.error("the settings service did not start; see %s", workdir / "settings.log")
-            return 1
-        seed_settings(demo.address)
-
-        state = workdir / "state"
-        state.mkdir()
-        components: list[tuple[str, str, list[str]]] = [
-            ("sim-superb", "sim.superb", ["--nodes", "1,2,3", "--channel", "vecan0",
-                                          "--nominal-voltage", "51.2"]),
-            ("sim-sma", "sim.sma", ["--channel", "can1"]),
-            ("dbus-superb", "driver.superb.main", []),
-            ("dbus-sma", "driver.sma.main", ["--state-dir", str(state)]),
-            ("canbridge-web", "webui.main", ["--listen", "127.0.0.1", "--port", str(web_port),
-                                             "--password-file", str(workdir / "password")]),
-        ]
-        (workdir / "password").write_text("")  # empty file: no password, as on a fresh GX
-        for name, module, args in components:
-            if module_exists(module):
-                demo.spawn(name, python(module, *args))
-            else:
-                log.info("%s is not part of this build yet (%s)", name, module)
-        if module_exists("webui.main"):
-            demo.web_url = f"http://127.0.0.1:{web_port}/"
-
         print(f"DBUS_SESSION_BUS_ADDRESS={demo.address}", flush=True)
         print(f"CANBRIDGE_CANLINK={demo.canlink}", flush=True)
         if demo.web_url:

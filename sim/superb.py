@@ -13,6 +13,9 @@ Firmware variants: ``--old-firmware 3`` gives node 3 firmware 1.1, which answers
 an SDO abort (0x06020000). ``--tpdo 2`` makes node 2 transmit TPDO1 (0x180+n) mapping
 6060:00 and 2010:00, configured in its 1800/1A00 objects.
 
+``--follow-si can1`` makes the batteries carry the simulated Sunny Island's battery current
+(an equal share of its 0x305 current each), as the full simulated system needs (``sim.demo``).
+
 Fault injection through the control port (one text line per command, answer ``OK ...`` or
 ``ERR ...``; the port is printed as ``SIMCONTROL=127.0.0.1:<port>``)::
 
@@ -134,6 +137,8 @@ class Battery:
             "cells": round(nominal_voltage / 3.2),
         }
         self.hold = False
+        #: current (A, + = charging) imposed from outside (``--follow-si``); None: own model
+        self.external_current: float | None = None
         self.sdo_enabled = True
         self.heartbeat = True
         self.aborts: set[tuple[int, int]] = set()
@@ -222,7 +227,10 @@ class Battery:
                 return
             v = self.values
             t = time.monotonic() - self._t0
-            current = 25.0 * math.sin(t / 40.0 + self.phase) + random.uniform(-0.3, 0.3)
+            if self.external_current is not None:
+                current = self.external_current
+            else:
+                current = 25.0 * math.sin(t / 40.0 + self.phase) + random.uniform(-0.3, 0.3)
             if v["soc"] >= 99.5 and current > 0:
                 current *= 0.1
             if v["soc"] <= 5.0 and current < 0:
@@ -407,6 +415,49 @@ def control(address: str, line: str, timeout: float = 5.0) -> str:
     return buf.decode().strip()
 
 
+class SiFollower:
+    """Make the batteries carry the simulated Sunny Island's battery current (``--follow-si``).
+
+    In the full simulated system the SuperB batteries are the Sunny Island's battery: without
+    this their own charge/discharge cycle would disagree in sign with the Sunny Island's 0x305,
+    which the bridge rightly treats as implausible data. Each battery takes an equal share of
+    the 0x305 current; without a 0x305 for ``stale`` seconds they return to their own model.
+    """
+
+    def __init__(self, batteries: list[Battery], stale: float = 5.0,
+                 clock: Any = time.monotonic) -> None:
+        self.batteries = batteries
+        self.stale = stale
+        self._clock = clock
+        self._last = 0.0
+
+    def on_message(self, msg: can.Message) -> None:
+        if msg.arbitration_id != 0x305:
+            return
+        from driver.sma import frames
+
+        try:
+            _, values = frames.decode_si(msg)
+        except frames.FrameError:
+            return
+        current = values.get("BatteryCurrentCharging")
+        if current is None:
+            return
+        self._last = self._clock()
+        share = float(current) / max(1, len(self.batteries))
+        for b in self.batteries:
+            with b.lock:
+                b.external_current = round(share, 3)
+
+    def expire(self) -> None:
+        """Back to the batteries' own model when the Sunny Island has gone quiet."""
+        if self._last and self._clock() - self._last > self.stale:
+            self._last = 0.0
+            for b in self.batteries:
+                with b.lock:
+                    b.external_current = None
+
+
 def _node_list(text: str) -> list[int]:
     from driver.schema import parse_node_ids
 
@@ -437,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tpdo", default="", help="nodes that transmit TPDO1 (6060, 2010)")
     ap.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat period (s)")
     ap.add_argument("--hold", action="store_true", help="start with frozen values")
+    ap.add_argument("--follow-si", metavar="CHANNEL", default="",
+                    help="carry the Sunny Island's battery current (0x305 on CHANNEL, 500 kbit/s)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -461,7 +514,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SIMCONTROL=127.0.0.1:{server.server_address[1]}", flush=True)
     log.info("simulating SuperB batteries %s on %s", ",".join(str(b.node_id) for b in batteries),
              args.channel)
-    stop.wait()
+    follower = None
+    if args.follow_si:
+        follower = SiFollower(batteries)
+        si_bus = open_bus(args.follow_si, 500000)
+        si_notifier = can.Notifier(si_bus, [follower.on_message], timeout=0.2)
+        log.info("batteries carry the Sunny Island's current (0x305 on %s)", args.follow_si)
+    while not stop.wait(1.0):
+        if follower is not None:
+            follower.expire()
+    if follower is not None:
+        si_notifier.stop()
+        si_bus.shutdown()
     server.shutdown()
     sim.close()
     return 0

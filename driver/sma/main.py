@@ -102,6 +102,7 @@ class Bridge:
         self.si = SiState()
         self.svc: Any = None
         self._publish_pending = False
+        self._published_values: Any = None
         self._mode = vebus.MODE_ON
         self._dvcc = Dvcc()
         self._poll_inflight = False
@@ -119,7 +120,8 @@ class Bridge:
                             self._on_frame, describe=iface)
         self.sender = BmsSender(
             self.link, Inputs(self.config), float(self.get("Sma/SendInterval")),
-            max_failure_time=float(self.get("Sma/MaxSendFailureTime")), on_fatal=self._fatal)
+            max_failure_time=float(self.get("Sma/MaxSendFailureTime")), on_fatal=self._fatal,
+            on_output=self._on_output)
         self.sender.start()
         GLib.timeout_add(int(POLL_S * 1000), self._poll)
         app.loop.on_stop(self._on_stop)
@@ -219,7 +221,17 @@ class Bridge:
 
     # -- CAN receive (Notifier thread) ---------------------------------------------------------
     def _on_frame(self, msg: Any) -> None:
-        if self.si.feed(msg) and not self._publish_pending:
+        if self.si.feed(msg):
+            self._request_publish()
+
+    def _on_output(self, out: Output) -> None:
+        # Sender thread: when what we send changed (a setting, a DVCC write, the ladder), show
+        # it on D-Bus now rather than with the Sunny Island's next frame (up to a period later).
+        if out.values != self._published_values or out.level != self._last_level:
+            self._request_publish()
+
+    def _request_publish(self) -> None:
+        if not self._publish_pending:
             self._publish_pending = True
             from driver.venus.dbusconn import call_soon
 
@@ -285,6 +297,7 @@ class Bridge:
         out = self.sender.output
         if out is not None:
             self._log_level(out)
+            self._published_values = out.values
         if self.svc is None:
             return
         now = time.monotonic()
