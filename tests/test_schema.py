@@ -13,11 +13,11 @@ import pytest
 from driver.schema import (
     META_SCHEMA_FILE,
     SCHEMA_FILE,
-    meta_errors,
     SchemaError,
     SettingValueError,
     format_node_ids,
     load_schema,
+    meta_errors,
     parse_node_ids,
     parse_schema,
 )
