@@ -6,6 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DURATION ?= 0
+BENCH_DURATION ?= 600
 ARTIFACTS ?= artifacts
 
 .PHONY: all deps system venv test lint typecheck pytest demo bench soak dist qml clean
@@ -39,6 +40,12 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(PY) -m sim.demo --duration $(DURATION)
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all --duration $(BENCH_DURATION)
+
+soak: $(STAMP)
+	$(PY) -m bench.soak --duration $(if $(filter 0,$(DURATION)),3600,$(DURATION))
 
 dist: $(STAMP)
 	$(PY) install/make_dist.py

@@ -74,6 +74,8 @@ class LiveSettings:
         self._on_change = on_change
         self._on_ready = on_ready
         self._values: dict[str, Any] = {}
+        #: stored values being registered (validated singly), for cross-field checks
+        self._incoming: dict[str, Any] = {}
         self._extras: dict[str, _Extra] = {}
         self._sd: Any = None
         self._ready = False
@@ -139,20 +141,29 @@ class LiveSettings:
         self._sd = sd
         self.registrations += 1
         first = not self._ready
+        raws: dict[str, Any] = {}
         for path in list(self._defs) + list(self._extras):
             try:
-                raw = sd[path]
+                raws[path] = sd[path]
             except KeyError:
                 log.error("settings service did not register %s", path)
-                continue
+        # Cross-field rules compare each stored value with the other *stored* values (not with
+        # defaults of settings not read yet): 46.5 V low-voltage alarm vs the stored 58.4 V.
+        self._incoming = {}
+        for path, raw in raws.items():
+            if path in self._defs:
+                try:
+                    self._incoming[path] = self._defs[path].validate(raw)
+                except SettingValueError:
+                    pass
+        for path, raw in raws.items():
             old = self._values.get(path)
             if self._accept(path, raw) and not first and old != self._values.get(path):
                 log.info("%s changed while the settings service was away: %r -> %r",
                          path, old, self._values[path])
                 self._notify(path, old, self._values[path])
-        # Values are checked one by one, so a value can be refused against the *default* of
-        # a setting read after it (low-voltage alarm 46.5 V against the high-voltage alarm's
-        # 14.8 V default, before the stored 58.4 V is read): try the refused ones again.
+        self._incoming = {}
+        # A value refused against another that was itself refused may pass now: retry.
         for _ in range(len(self.rejected)):
             if not self._retry_rejected(notify=not first):
                 break
@@ -190,6 +201,7 @@ class LiveSettings:
     def _all_known(self) -> dict[str, Any]:
         known = {p: s.dbus_default() for p, s in self._schema.by_path.items()}
         known.update({p: v for p, v in self._values.items() if p in self._defs})
+        known.update(self._incoming)
         return known
 
     def _refuse(self, path: str, raw: Any, why: str) -> bool:

@@ -112,3 +112,33 @@ def test_refused_value_applies_once_the_other_side_of_the_rule_moves(host, setti
     assert (first["path"], first["new"]) == (absorption, 58.0)
     assert (second["path"], second["old"], second["new"]) == (floatv, 54.0, 57.5)
     assert host.cmd("rejected", "rejected")["rejected"] == {}
+
+
+def test_stored_values_are_checked_against_each_other_not_defaults(settings_service):
+    """48 V alarms stored (46.5 / 58.4 V) must not be refused against the 12 V defaults."""
+    from driver.schema import load_schema
+
+    schema = load_schema()
+    addr = settings_service.daemon.address
+    low = schema.by_key["Superb/Alarms/LowVoltage"]
+    high = schema.by_key["Superb/Alarms/HighVoltage"]
+    bus = dbus.bus.BusConnection(addr)
+    try:
+        bus.call_blocking(SETTINGS, "/", "com.victronenergy.Settings", "AddSettings", "aa{sv}",
+                          [[{"path": s.path, "default": s.dbus_default(), "min": s.dbus_min(),
+                             "max": s.dbus_max()} for s in (low, high)]])
+    finally:
+        bus.close()
+    assert _set(addr, high.path, dbus.Double(58.4)) == 0
+    assert _set(addr, low.path, dbus.Double(46.5)) == 0
+    extra = {}
+    if os.environ.get("VELIB_PYTHON"):
+        extra["VELIB_PYTHON"] = os.environ["VELIB_PYTHON"]
+    h = Host(child_env(settings_service.daemon.env(), **extra))
+    try:
+        h.read("ready", 20)
+        assert h.cmd("rejected", "rejected")["rejected"] == {}
+        assert h.cmd(f"get {low.path}", "value")["value"] == 46.5
+        assert h.cmd(f"get {high.path}", "value")["value"] == 58.4
+    finally:
+        h.close()
