@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from sim.venus.dbusd import DBUS_CONFIG
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = "com.victronenergy.settings"
 #: a realistic settings file of a real GX, used as the demo's starting point when present
@@ -31,19 +33,6 @@ log = logging.getLogger("demo")
 #: what the other components run on; stopped last
 PLATFORM = ("dbus-daemon", "canlink-hub", "settings")
 
-DBUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
 
 #: Settings the demo starts with (simulated 48 V packs feeding a 48 V Sunny Island).
 DEMO_SETTINGS: dict[str, object] = {
