@@ -88,6 +88,13 @@ def test_settings_survive_settings_service_restart_and_driver_carries_on(
     addr = settings_service.daemon.address
     assert "int32 0" in _dbus_send_set(addr, POLL, "variant:double:3.0")
     p.wait_for(r"PollInterval changed: 1\.0 -> 3\.0", 5)
+    # The settings service writes its file just after it answers (localsettings does the same
+    # with --no-delay): wait until the value is on disk, then kill it without warning.
+    deadline = time.monotonic() + 10
+    while ">3.0<" not in (settings_service.settings_file.read_text()
+                          if settings_service.settings_file.exists() else ""):
+        assert time.monotonic() < deadline, "the value never reached settings.xml"
+        time.sleep(0.05)
     mark = p.mark()
     settings_service.stop(kill=True)
     p.wait_for(r"left D-Bus; keeping the last values", 10, start=mark)
