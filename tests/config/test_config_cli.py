@@ -162,3 +162,24 @@ def test_without_the_settings_service(dbus_daemon: DbusDaemon, tmp_path: Path) -
     assert r.returncode == 3
     assert "settings service (com.victronenergy.settings) is not running" in r.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_gx_wrappers_run_the_tools(configured: Any, dbus_daemon: DbusDaemon,
+                                   tmp_path: Path) -> None:
+    """install/config.sh and install/diag.sh, as on the GX (the app directory on the path)."""
+    env = dbus_daemon.env()
+    env.pop("PYTHONPATH", None)
+    r = subprocess.run(["bash", str(ROOT / "install/config.sh"), "export", "-"], env=env,
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["settings"]["Superb/NodeIds"] == "1-3,7"
+    out = tmp_path / "d.tar.gz"
+    r = subprocess.run(["bash", str(ROOT / "install/diag.sh"), "-o", str(out), "--seconds", "0",
+                        "--root", str(tmp_path)], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {out}" in r.stderr
+    from driver import diag
+
+    files = dict(diag.members(out))
+    assert json.loads(files["settings.json"])["settings"]["Sma/TaperBand"] == 0.35
