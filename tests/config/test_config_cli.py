@@ -169,6 +169,8 @@ def test_gx_wrappers_run_the_tools(configured: Any, dbus_daemon: DbusDaemon,
     """install/config.sh and install/diag.sh, as on the GX (the app directory on the path)."""
     env = dbus_daemon.env()
     env.pop("PYTHONPATH", None)
+    # the GX's python3 has dbus-python; here the test's interpreter stands in for it
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     r = subprocess.run(["bash", str(ROOT / "install/config.sh"), "export", "-"], env=env,
                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
