@@ -198,11 +198,13 @@ def status_line(address: str) -> str:
     return " | ".join(parts)
 
 
-def start_system(demo: Demo, web_port: int) -> None:
+def start_system(demo: Demo, web_port: int, replay: Path | None = None) -> None:
     """Start every component of the simulated system into ``demo`` (its ``workdir`` exists).
 
     Shared by ``make demo`` and the benchmarks / soak (bench/fullsystem.py). Raises
     :class:`RuntimeError` when a platform piece cannot start; the caller stops what started.
+    With ``replay`` (a diagnostic bundle, ``make replay``) the settings come from the bundle
+    and its CAN capture is replayed in a loop instead of running the simulators (sim/replay.py).
     """
     workdir = demo.workdir
     dbus_exe = shutil.which("dbus-daemon")
@@ -225,7 +227,12 @@ def start_system(demo: Demo, web_port: int) -> None:
                                   str(workdir / "conf"), *seed_args))
     if not wait_name(demo.address, SETTINGS, 15):
         raise RuntimeError(f"the settings service did not start; see {workdir / 'settings.log'}")
-    seed_settings(demo.address)
+    if replay is not None:
+        from sim.replay import import_settings
+
+        import_settings(replay, demo.address)
+    else:
+        seed_settings(demo.address)
 
     state = workdir / "state"
     state.mkdir()
@@ -239,6 +246,9 @@ def start_system(demo: Demo, web_port: int) -> None:
         ("canbridge-web", "webui.main", ["--listen", "127.0.0.1", "--port", str(web_port),
                                          "--password-file", str(workdir / "password")]),
     ]
+    if replay is not None:
+        components = [c for c in components if not c[0].startswith("sim-")]
+        components.append(("replay", "sim.replay", [str(replay), "--for", "all", "--loop"]))
     (workdir / "password").write_text("")  # empty file: no password, as on a fresh GX
     for name, module, args in components:
         if module_exists(module):
@@ -249,7 +259,7 @@ def start_system(demo: Demo, web_port: int) -> None:
         demo.web_url = f"http://127.0.0.1:{web_port}/"
 
 
-def run(duration: float, web_port: int, keep: bool) -> int:
+def run(duration: float, web_port: int, keep: bool, replay: Path | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="canbridge-demo-"))
     demo = Demo(workdir)
     stopping = {"flag": False}
@@ -262,7 +272,7 @@ def run(duration: float, web_port: int, keep: bool) -> int:
     code = 0
     try:
         try:
-            start_system(demo, web_port)
+            start_system(demo, web_port, replay)
         except RuntimeError as exc:
             log.error("%s", exc)
             return 1
@@ -304,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=0, help="seconds to run (0: until Ctrl-C)")
     ap.add_argument("--web-port", type=int, default=8090)
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--replay", type=Path, metavar="BUNDLE",
+                    help="a diagnostic bundle (canbridge-diag): its settings and CAN capture "
+                         "replace the simulators")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return run(args.duration, args.web_port, args.keep_logs)
+    return run(args.duration, args.web_port, args.keep_logs, args.replay)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ names through the loopback CAN link (``$CANBRIDGE_CANLINK``) — or onto any pyt
 The frames the driver under test sends itself are left out, so it is not fed its own echo:
 ``--for sma`` drops dbus-sma's BMS frames (0x351, 0x355, 0x356, 0x35A, 0x35C, 0x35E, 0x35F);
 ``--for superb`` drops dbus-superb's NMT and SDO requests (0x000, 0x600-0x67F), which leaves
-the batteries' heartbeats, PDOs and emergencies (what a listener sees). ``--drop ID,...`` adds
-identifiers.
+the batteries' heartbeats, PDOs and emergencies (what a listener sees); ``--for all`` both.
+``--drop ID,...`` adds identifiers. A replay cannot answer dbus-superb's SDO requests (the
+captured answers went to the requests of the moment), so values that it polls are not
+reproduced; everything a listener sees is (dbus-sma decodes only what the Sunny Island
+broadcasts).
 
 ``--until-snapshot`` stops at the moment the bundle's D-Bus snapshot was taken, so the
 driver's published values can be compared with those in ``dbus/*.json``.
@@ -42,6 +45,7 @@ log = logging.getLogger("sim.replay")
 OWN_FRAMES: dict[str, tuple[range | tuple[int, ...], ...]] = {
     "sma": ((0x351, 0x355, 0x356, 0x35A, 0x35C, 0x35E, 0x35F),),
     "superb": ((0x000,), range(0x600, 0x680)),
+    "all": ((0x351, 0x355, 0x356, 0x35A, 0x35C, 0x35E, 0x35F), (0x000,), range(0x600, 0x680)),
     "none": (),
 }
 
@@ -85,6 +89,27 @@ def read_bundle(path: Path | str) -> Bundle:
                 if name.startswith("dbus/") and name.endswith(".json")}
     settings = json.loads(files["settings.json"]) if "settings.json" in files else None
     return Bundle(captures, manifest, settings, snapshot)
+
+
+def import_settings(bundle: Path | str, address: str | None = None) -> int:
+    """Put the bundle's settings in force (registered first, checked and written like
+    ``canbridge-config import``); returns how many were written. Raises
+    :class:`driver.configio.ImportRefused` if the bundle has none or they are invalid."""
+    from driver import configio
+    from driver.schema import load_schema
+    from driver.venus.busclient import SettingsClient
+
+    doc = read_bundle(bundle).settings
+    if doc is None:
+        raise configio.ImportRefused(["the bundle has no settings.json"])
+    schema = load_schema()
+    checked = configio.check_document(schema, doc, version=configio.schema_version())
+    with SettingsClient(schema, address) as client:
+        client.register()
+        res = configio.apply_document(schema, client, checked)
+    if not res.ok:
+        raise configio.ImportRefused([res.refused or "; ".join(res.mismatches)])
+    return len(res.written)
 
 
 def frames_of(text: str) -> list[can.Message]:
