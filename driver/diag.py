@@ -365,13 +365,15 @@ class _Archive:
         self.report = report
         self.mtime = int(time.time())
 
-    def add(self, name: str, data: bytes | str) -> None:
+    def add(self, name: str, data: bytes | str, bounded: bool = True) -> None:
+        """Add a member (scrubbed; cut to what is left of the bound unless ``bounded`` is
+        False, which only the manifest is: it is small and says what was cut)."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         for secret in self.secrets:
             if secret in raw:
                 raw = raw.replace(secret, REDACTED)
                 self.report.problems.append(f"{name}: a secret was found and redacted")
-        if len(raw) > self.left:
+        if bounded and len(raw) > self.left:
             self.report.problems.append(f"{name}: cut to {self.left} bytes (total bound)")
             raw = raw[:max(0, self.left)]
         self.left -= len(raw)
@@ -382,12 +384,13 @@ class _Archive:
         self.tar.addfile(info, io.BytesIO(raw))
         self.report.members[name] = len(raw)
 
-    def add_json(self, name: str, obj: Any, limit: int | None = None) -> None:
+    def add_json(self, name: str, obj: Any, limit: int | None = None,
+                 bounded: bool = True) -> None:
         text = json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n"
         if limit is not None and len(text) > limit:
             self.report.problems.append(f"{name}: {len(text)} bytes, cut to {limit}")
             text = text[:limit]
-        self.add(name, text)
+        self.add(name, text, bounded)
 
     def close(self) -> None:
         self.tar.close()
@@ -531,7 +534,7 @@ def build_bundle(out: Any, cfg: BundleConfig, *,
                     "problems": report.problems,
                     "capture_format": "candump log (python-can CanutilsLogWriter); replay "
                                       "with canplayer -I FILE or python -m sim.replay"}
-        archive.add_json("manifest.json", manifest)
+        archive.add_json("manifest.json", manifest, bounded=False)
     finally:
         archive.close()
     step(1.0, "done")
