@@ -445,6 +445,13 @@ def build_bundle(out: Any, cfg: BundleConfig, *,
         report.problems.append(f"settings: {exc}")
         current = {}
     by_key = {s.key: current.get(s.path) for s in schema}
+    if not current:
+        # without the settings service the configured ports are unknown: capture the default
+        # ones (vecan0, can1), which is where CanBridge runs unless someone changed it
+        by_key.update({s.key: s.dbus_default() for s in schema
+                       if s.key in {k for pair in CAN_SETTINGS for k in pair}})
+        if cfg.interfaces is None and cfg.capture_seconds > 0:
+            report.problems.append("settings unknown: capturing the default CAN interfaces")
     secrets = _secrets(cfg, by_key)
     archive = _Archive(out, name, secrets, cfg.total_limit, report)
     try:

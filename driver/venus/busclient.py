@@ -196,18 +196,20 @@ def canbridge_snapshot(bus: dbus.bus.BusConnection,
     """
     out: dict[str, Any] = {}
     for name in list_services(bus):
-        candidate = name.startswith(("com.victronenergy.canbridge.",
-                                     "com.victronenergy.battery.",
-                                     "com.victronenergy.vebus."))
-        if not candidate:
+        ours = name.startswith("com.victronenergy.canbridge.")
+        if not ours and name.startswith(("com.victronenergy.battery.",
+                                         "com.victronenergy.vebus.")):
+            # one cheap read decides; other drivers' services are not walked
+            try:
+                process = plain(bus.call_blocking(name, "/Mgmt/ProcessName", BUSITEM,
+                                                  "GetValue", "", [], timeout=timeout))
+            except dbus.exceptions.DBusException:
+                continue
+            ours = process in CANBRIDGE_PROCESSES
+        if not ours:
             continue
         try:
-            items = get_items(bus, name, timeout)
+            out[name] = {"items": get_items(bus, name, timeout)}
         except dbus.exceptions.DBusException as exc:
-            if name.startswith("com.victronenergy.canbridge."):
-                out[name] = {"error": f"{exc.get_dbus_name()}: {exc.get_dbus_message()}"}
-            continue
-        process = (items.get("/Mgmt/ProcessName") or {}).get("Value")
-        if name.startswith("com.victronenergy.canbridge.") or process in CANBRIDGE_PROCESSES:
-            out[name] = {"items": items}
+            out[name] = {"error": f"{exc.get_dbus_name()}: {exc.get_dbus_message()}"}
     return out
