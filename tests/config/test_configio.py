@@ -305,3 +305,19 @@ def test_apply_writes_only_changes_and_rolls_back_on_a_refusal() -> None:
     res = configio.apply_document(SCHEMA, fake3, checked)
     assert not res.ok and "Sma/FloatVoltage: the settings service refused 57.0" in res.refused
     assert fake3.values == current_defaults()
+
+
+def test_an_import_repairs_settings_that_break_a_rule_today() -> None:
+    """The settings service can hold an inconsistent pair (written over D-Bus by something
+    that does not check): the import's order never adds a broken rule on the way out of it."""
+    current = current_defaults()
+    current[P + "FloatVoltage"] = 57.5  # above absorption 56.8: broken now
+    new = {P + "AbsorptionVoltage": 55.0, P + "FloatVoltage": 54.5, P + "RebulkVoltage": 54.0}
+    order = configio.write_order(SCHEMA, current, new)
+    state = dict(current)
+    for path in order:
+        state[path] = new[path]
+        # re-bulk < float and discharge < re-bulk hold at every step (they held before)
+        assert state[P + "RebulkVoltage"] < state[P + "FloatVoltage"], order
+        assert state[P + "DischargeVoltage"] < state[P + "RebulkVoltage"], order
+    assert holds_by_hand(state)
