@@ -160,13 +160,23 @@ rc_add_line() {
         file=$disabled
         warn "start-up scripts are disabled on this GX ($disabled exists)."
         warn "CanBridge runs now, but after a reboot or firmware update it only comes back once"
-        warn "you enable them again (Settings > General > Modification checks). The line has"
-        warn "been added to rc.local.disabled so that it is in place then."
+        warn "you enable them again (Venus 3.70+: Settings > General > Support status >"
+        warn "Re-enable custom startup scripts; before 3.70: Settings > General > Modification"
+        warn "checks). The line has been added to rc.local.disabled so that it is in place then."
     else
         file=$rc
         printf '#!/bin/bash\n' >"$rc"
         chmod 755 "$rc"
         state_set rc_created 1
+    fi
+    # Venus runs /data/rc.local only when it is executable (custom-rc-late.sh in
+    # meta-victronenergy: "if [ -x /data/rc.local ]"); one copied over without its mode would
+    # silently never run. (rc.local.disabled is left as it is: Venus renames it back.)
+    if [ "$file" = "$rc" ] && [ ! -x "$rc" ]; then
+        chmod a+x "$rc"
+        state_set rc_made_executable 1
+        warn "${rc#"$ROOT"} was not executable, so Venus did not run it at boot; made it" \
+             "executable (everything in it now runs at boot; --uninstall reverts the mode)"
     fi
     if grep -qxF "$RC_LINE" "$file"; then return 0; fi
     if [ -s "$file" ] && [ "$(tail -c 1 "$file" | od -An -c | tr -d ' ')" != '\n' ]; then
@@ -194,6 +204,10 @@ rc_remove_line() {
             rm -f "$file"
         else
             printf '%s' "$new" >"$file"
+            if [ "$file" = "$ROOT/data/rc.local" ] && [ "$(state_get rc_made_executable)" = 1 ]
+            then
+                chmod a-x "$file"
+            fi
         fi
         log "removed the boot line from ${file#"$ROOT"}"
     done
@@ -298,7 +312,8 @@ can_setup() {
             return 0 ;;
         *)
             warn "could not read the CAN profile of $port (settings service not reachable);" \
-                 "set it in Settings > Services > $port, or run the installer again"
+                 "set it in Settings > Connectivity > (the port) > CAN-bus profile (Venus" \
+                 "3.70+; before: Settings > Services), or run the installer again"
             return 0 ;;
     esac
     case $profile in
