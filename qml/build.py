@@ -172,13 +172,18 @@ def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
 
 
 def nav_item(group: Group, visible: str | None = None) -> list[str]:
-    """A navigation entry to one group's gui-v2 page."""
+    """A navigation entry to one group's gui-v2 page.
+
+    ``ListNavigation`` + ``Global.pageManager.pushPage`` exists in every gui-v2 from v1.2.14 to
+    main; ``SettingsListNavigation`` (with ``pageSource``) was deleted after v1.3.15.
+    """
+    url = f"qrc:/{PLUGIN_NAME}/{group_page(group)}"
     lines = [f"objectName: {qstr('nav_' + group.id)}", f"text: {tr(group.label)}",
              f"caption: {tr(group.help)}",
-             f"pageSource: {qstr(f'qrc:/{PLUGIN_NAME}/{group_page(group)}')}"]
+             f"onClicked: Global.pageManager.pushPage({qstr(url)}, {{\"title\": text}})"]
     if visible:
         lines.append(f"preferredVisible: {visible}")
-    return ["SettingsListNavigation {", *indent(lines, 1), "}"]
+    return ["ListNavigation {", *indent(lines, 1), "}"]
 
 
 def device_groups(schema: Schema) -> list[Group]:
