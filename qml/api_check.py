@@ -38,13 +38,14 @@ QT_BASE_QML = {"ListView": "ListView", "FocusScope": "FocusScope", "QQuickContro
                "QtObject": "QtObject", "QObject": "QtObject"}
 # Member chains and the component whose API they name.
 CHAINS = {"Global.pageManager": "PageManager", "Global.systemSettings": "SystemSettings",
+          "Global.venusPlatform": "VenusPlatform",
           "Global": "Global", "BackendConnection": "BackendConnection", "Utils": "Utils"}
 
 _OBJ_RE = re.compile(r"^\s*([A-Z][\w.]*)\s*\{\s*$")
 _ASSIGN_RE = re.compile(r"^\s*([a-z_][\w.]*)\s*:")
 _DECL_RE = re.compile(r"^\s*(?:readonly\s+|required\s+|default\s+)*(?:property|signal|function)\b")
-_CHAIN_RE = re.compile(r"\b(Global\.pageManager|Global\.systemSettings|Global|BackendConnection|"
-                       r"Utils|VenusOS)\.(\w+)")
+_CHAIN_RE = re.compile(r"\b(Global\.pageManager|Global\.systemSettings|Global\.venusPlatform|"
+                       r"Global|BackendConnection|Utils|VenusOS)\.(\w+)")
 
 
 @dataclass(frozen=True)

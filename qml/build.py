@@ -32,6 +32,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from driver.canports import is_can_interface_setting
 from driver.schema import Group, Schema, Setting, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,6 +158,91 @@ def v2_item(setting: Setting) -> list[str]:
     raise BuildError(f"{setting.path}: no gui-v2 control for widget '{setting.widget}'")
 
 
+# Venus's own list of the GX's CAN interfaces (venus-platform, com.victronenergy.platform
+# /CanBus/Interfaces: [{"interface": "can0", "name": "VE.Can port", "config": 0}, ...]; config 1
+# = CAN-bus BMS only), as gui-v2's Settings > Connectivity page reads it (v1.2.14 to main); and
+# the SuperB driver's resolution error (com.victronenergy.canbridge.superb /Status/CanError).
+CAN_PORTS_ITEM = ["VeQuickItem {", "\tid: canInterfaces",
+                  "\tuid: Global.venusPlatform.serviceUid + \"/CanBus/Interfaces\"", "}"]
+SUPERB_MANAGER = "com.victronenergy.canbridge.superb"
+BMS_ONLY_CONFIG = 1  # gui-v2 src/enums.h CanBusConfig_ForcedCanBusBms
+
+
+def can_port_items(setting: Setting, field_id: str) -> list[list[str]]:
+    """The CAN ports of this GX as a choice that writes ``setting`` (through its text field),
+    and, for SuperB, the driver's error when the configured port is unusable."""
+    key = re.sub(r"\W", "_", setting.key)
+    superb = setting.key.startswith("Superb/")
+    auto = "auto: this GX's VE.Can port" if superb else "auto: this GX's second CAN port"
+    choice = [
+        "ListRadioButtonGroup {",
+        *indent([
+            f"objectName: {qstr('ports_' + key)}",
+            f"text: {tr('CAN ports found')}",
+            f"caption: {tr('Choose the port to use; the field above takes any other name.')}",
+            "updateDataOnClick: false",
+            "optionModel: {",
+            *indent([
+                f"const options = [{{ display: {tr(auto)}, value: \"auto\" }}]",
+                "let found = canInterfaces.value",
+                "try {",
+                "\tif (typeof found === \"string\")",
+                "\t\tfound = JSON.parse(found)",
+                "} catch (e) {",
+                "\tfound = []",
+                "}",
+                "for (let i = 0; found && i < found.length; ++i) {",
+                "\tconst p = found[i]",
+                "\tconst label = p.interface + (p.name ? \" (\" + p.name + \")\" : \"\")",
+                f"\t\t+ (p.config === {BMS_ONLY_CONFIG} ? {tr(', BMS only')} : \"\")",
+                "\toptions.push({ display: label, value: p.interface })",
+                "}",
+                "return options",
+            ], 1),
+            "}",
+            "currentIndex: {",
+            *indent([f"const v = {field_id}.dataItem.value",
+                     "for (let i = 0; i < optionModel.length; ++i) {",
+                     "\tif (optionModel[i].value === v)", "\t\treturn i", "}",
+                     "return -1"], 1),
+            "}",
+            f"onOptionClicked: function(index) {{ {field_id}.dataItem.setValue("
+            "optionModel[index].value) }",
+        ], 1),
+        "}",
+    ]
+    items = [choice]
+    if superb:
+        items.append(["ListText {", *indent([
+            f"objectName: {qstr('error_' + key)}",
+            f"text: {tr('CAN port problem')}",
+            "secondaryText: canError.value === undefined ? \"\" : String(canError.value)",
+            "preferredVisible: secondaryText.length > 0"], 1), "}"])
+    return items
+
+
+def can_page_extra(settings: list[Setting]) -> list[str]:
+    """Page-level items the CAN port choice needs (none without a CanInterface setting)."""
+    if not any(is_can_interface_setting(s.key) for s in settings):
+        return []
+    extra = list(CAN_PORTS_ITEM)
+    if any(is_can_interface_setting(s.key) and s.key.startswith("Superb/") for s in settings):
+        extra += ["", "VeQuickItem {", "\tid: canError",
+                  f"\tuid: BackendConnection.serviceUidFromName({qstr(SUPERB_MANAGER)}, 0)"
+                  " + \"/Status/CanError\"", "}"]
+    return extra
+
+
+def v2_group_items(settings: list[Setting]) -> list[list[str]]:
+    """The items of one group's gui-v2 page."""
+    items: list[list[str]] = []
+    for s in settings:
+        items.append(v2_item(s))
+        if is_can_interface_setting(s.key) and s.widget == "text":
+            items += can_port_items(s, "text_" + re.sub(r"\W", "_", s.key))
+    return items
+
+
 def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
             extra: list[str] | None = None) -> str:
     """A gui-v2 page with a list of items."""
@@ -202,7 +288,8 @@ def gui_v2_files(schema: Schema, version: str) -> dict[str, str]:
     for group in schema.groups:
         settings = schema.in_group(group.id)
         if settings:
-            files[group_page(group)] = v2_page(tr(group.label), [v2_item(s) for s in settings])
+            files[group_page(group)] = v2_page(tr(group.label), v2_group_items(settings),
+                                               extra=can_page_extra(settings))
     names = " || ".join(f"name === {qstr(n)}" for n in OUR_PROCESS_NAMES)
     extra = [
         "// 0xBA77 is shared with other battery drivers: offer settings only for ours.",

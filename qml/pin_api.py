@@ -43,7 +43,7 @@ GUI_V2_COMPONENTS = [
     "Page", "DeviceListPluginPage", "GradientListView", "VisibleItemModel",
     "ListNavigation", "SettingsListHeader", "ListSpinBox", "ListSwitch",
     "ListRadioButtonGroup", "ListTextField", "ListText", "Global", "SystemSettings", "Device",
-    "PageManager", "BackendConnection",
+    "PageManager", "BackendConnection", "VenusPlatform",
 ]
 DEFAULT_REFS = ["v1.2.14", "v1.3.15", "main"]
 MODULE_SOURCES = "cmake/ModuleVenus_Sources.cmake"

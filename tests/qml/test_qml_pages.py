@@ -434,6 +434,47 @@ def test_gui_v2_pages_render_from_the_resource(plugin: dict[str, Any], schema: S
             assert shot.stat().st_size > 5000, f"{shot} looks empty"
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_gui_v2_offers_the_gx_can_ports_as_a_choice(plugin: dict[str, Any], schema: Schema,
+                                                    as_json: bool) -> None:
+    """Issue 15: the ports come from Venus's own list (venus-platform /CanBus/Interfaces, as on
+    a Cerbo GX MK1), choosing one writes the CanInterface setting, the driver's error shows."""
+    from PySide6.QtCore import Q_ARG, QMetaObject
+    from PySide6.QtQuick import QQuickItem
+
+    store = _memory_store(schema)
+    found = [{"config": 0, "interface": "can0", "name": "VE.Can port"},
+             {"config": 1, "interface": "can1", "name": "BMS-Can port"}]
+    store.values[("com.victronenergy.platform", "/CanBus/Interfaces")] = (
+        json.dumps(found) if as_json else found)
+    store.values[("com.victronenergy.canbridge.superb", "/Status/CanError")] = (
+        "CAN interface 'vecan0' does not exist on this GX")
+    backend = StubBackend(store)
+    superb = next(g for g in schema.groups if g.id == "superb")
+    setting = schema.by_key["Superb/CanInterface"]
+    with page_view(HARNESS, [V2_IMPORTS]) as pv:
+        pv.singleton("Victron.VenusOS", "Global").setProperty("_stubBackend", backend)
+        pv.start(800, 480)
+        page = pv.load(f"qrc:/CanBridge/{qbuild.group_page(superb)}")
+        assert pv.warnings == [], pv.warnings
+        choice = page.findChild(QQuickItem, "ports_Superb_CanInterface")
+        model = choice.property("optionModel")
+        model = model.toVariant() if hasattr(model, "toVariant") else model
+        assert [(o["display"], o["value"]) for o in model] == [
+            ("auto: this GX's VE.Can port", "auto"), ("can0 (VE.Can port)", "can0"),
+            ("can1 (BMS-Can port), BMS only", "can1")]
+        assert choice.property("currentIndex") == 0  # the default, auto
+        QMetaObject.invokeMethod(choice, "_stubChoose", Q_ARG("QVariant", 1))
+        process(0.1)
+        assert store.read((SETTINGS, setting.path)) == "can0"
+        assert choice.property("currentIndex") == 1
+        error = page.findChild(QQuickItem, "error_Superb_CanInterface")
+        assert bool(error.property("visible"))
+        assert "'vecan0' does not exist" in error.property("secondaryText")
+        pv.fit_height(page, 48)
+        pv.grab("gui-v2-can-ports")
+
+
 @pytest.mark.parametrize(("process_name", "ours"), [
     ("/data/apps/available/canbridge/dbus-superb", True),
     ("dbus-superb.py", True),

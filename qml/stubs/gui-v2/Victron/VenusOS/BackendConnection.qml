@@ -4,6 +4,10 @@ pragma Singleton
 import QtQuick
 
 QtObject {
+	function serviceUidForType(serviceType) {
+		return serviceUidFromName("com.victronenergy." + serviceType, 0)
+	}
+
 	function serviceUidFromName(serviceName, deviceInstance) {
 		const uid = Global.systemSettings.serviceUid
 		const prefix = uid.indexOf("/") >= 0 ? uid.split("/")[0] : "mock"
