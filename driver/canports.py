@@ -197,3 +197,35 @@ def resolve(setting: str, role: str, ports: list[CanPort] | None = None,
 def is_can_interface_setting(key: str) -> bool:
     """Whether a schema key is a ``CanInterface`` setting (offered as a choice of ports)."""
     return key == "CanInterface" or key.endswith("/CanInterface")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m driver.canports [--root DIR] [--resolve ROLE VALUE]`` (used by install.sh).
+
+    Without ``--resolve``: one line per CAN interface (``can0<TAB>VE.Can port<TAB>bms-only``).
+    With it: the interface VALUE resolves to for ROLE (superb, sma), or the error (exit 2).
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="List this GX's CAN interfaces")
+    ap.add_argument("--root", type=Path, default=None, help="the GX's / (default $CANBRIDGE_"
+                    "SYSROOT or /)")
+    ap.add_argument("--resolve", nargs=2, metavar=("ROLE", "VALUE"))
+    args = ap.parse_args(argv)
+    ports = discover(args.root)
+    if args.resolve:
+        role, value = args.resolve
+        try:
+            print(resolve(value, role, ports, canlink=False))
+        except CanPortError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return 0
+    for p in ports:
+        print(f"{p.interface}\t{p.name or ''}\t{p.config or ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

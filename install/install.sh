@@ -15,8 +15,10 @@
 # Options:
 #   --services LIST     parts to run: superb,sma,web (or "none"). First install: superb,web;
 #                       later runs keep the previous choice unless this is given.
-#   --sma-port PORT     CAN port of the Sunny Island (default: can1); its Venus port profile is
-#                       set to "Up, but no services (500 kbit/s)" when dbus-sma is enabled.
+#   --sma-port PORT     CAN port of the Sunny Island (default: auto, the GX's CAN port that is
+#                       not the VE.Can port: vecan1 on a Cerbo GX B1/Ekrano, can1 on a Cerbo
+#                       GX); its Venus port profile is set to "Up, but no services (500 kbit/s)"
+#                       when dbus-sma is enabled. The installer lists the CAN ports it found.
 #   --no-can-setup      leave CAN port profiles alone.
 #   --no-gui-v2 / --gui-v2              do not / do enable the gui-v2 plugin (default: do)
 #   --no-classic-gui / --classic-gui    do not / do add the classic gui page (default: do)
@@ -293,9 +295,14 @@ can_setup() {
         *:*) log "dbus-sma uses $port (python-can sets its bitrate): no port profile to set"
              return 0 ;;
     esac
-    superb_port=vecan0
+    # names differ per GX model: resolve both ports on this GX (driver/canports.py)
+    if ! port=$(can_resolve sma "$port" 2>&1); then
+        warn "Sunny Island port: $port"
+        return 0
+    fi
+    superb_port=$(can_resolve superb auto 2>/dev/null) || superb_port=""
     if [[ " $(enabled_services | tr '\n' ' ') " == *" dbus-superb "* ]]; then
-        if [ "$port" = "$superb_port" ] || [ "$port" = can0 ]; then
+        if [ "$port" = "$superb_port" ]; then
             warn "the Sunny Island needs its own CAN port at 500 kbit/s; $port is the SuperB" \
                  "port (VE.Can, 250 kbit/s). Choose another port with --sma-port."
             return 0
@@ -349,6 +356,40 @@ can_restore() {
     fi
 }
 
+# The GX's CAN interfaces: network interfaces of type 280 with Venus's udev names
+# (driver/canports.py, the drivers' own discovery). Lines "iface<TAB>name<TAB>config".
+can_ports_found() {
+    (cd "$APP" && PYTHONPATH=$APP "$PYTHON" -m driver.canports --root "${ROOT:-/}")
+}
+
+# can_resolve ROLE VALUE: the interface VALUE ("auto" or a name) stands for on this GX, as the
+# driver resolves it; the reason on stderr and non-zero when there is none.
+can_resolve() {
+    (cd "$APP" && PYTHONPATH=$APP "$PYTHON" -m driver.canports --root "${ROOT:-/}" \
+        --resolve "$1" "$2")
+}
+
+# Show what was found and what "auto" means here, so the user can choose.
+offer_can_ports() {
+    local list iface name config desc superb sma
+    list=$(can_ports_found 2>/dev/null) || return 0
+    if [ -z "$list" ]; then
+        warn "no CAN interfaces found on this GX (ip link shows them); plug in the CAN" \
+             "adapter or check the GX model"
+        return 0
+    fi
+    log "CAN ports found on this GX:"
+    while IFS=$'\t' read -r iface name config; do
+        desc=$name
+        if [ -n "$config" ]; then desc=${desc:+$desc, }$config; fi
+        log "  $iface${desc:+ ($desc)}"
+    done <<<"$list"
+    superb=$(can_resolve superb auto 2>&1) || superb="none ($superb)"
+    sma=$(can_resolve sma auto 2>&1) || sma="none ($sma)"
+    log "'auto' here: SuperB batteries on $superb, Sunny Island on $sma. Choose others in" \
+        "Settings > CanBridge or on the web page (CAN interface), and with --sma-port."
+}
+
 restart_changed_services() {
     local name
     for name in "$@"; do
@@ -373,7 +414,7 @@ do_install() {
         state_set gui_v2 1
         state_set classic_gui 1
         state_set can_setup 1
-        state_set sma_port can1
+        state_set sma_port auto
     fi
     if [ -n "$OPT_PARTS" ]; then
         local part parts=""
@@ -389,6 +430,7 @@ do_install() {
     [ -n "$OPT_CAN_SETUP" ] && state_set can_setup "$OPT_CAN_SETUP"
     [ -n "$OPT_SMA_PORT" ] && state_set sma_port "$OPT_SMA_PORT"
     state_set version "$(cat "$APP/VERSION")"
+    offer_can_ports
 
     # services: stop the ones no longer wanted, (re)write the rest
     local name

@@ -93,3 +93,25 @@ def test_messages_use_the_menu_names_of_venus_3_70(bundle_dir: Path, gx_root: Pa
     assert "Re-enable custom startup scripts" in res.stderr
     remote = (Path(__file__).resolve().parents[2] / "install/remote-install.sh").read_text()
     assert "Access & Security" in remote
+
+
+def test_installer_offers_the_can_ports_it_found_on_a_cerbo(bundle_dir: Path,
+                                                            gx_root: Path) -> None:
+    """Issue 15: install.sh hard-coded vecan0/can1; it now lists what this GX has."""
+    res = run_installer(bundle_dir, gx_root)
+    assert "CAN ports found on this GX:" in res.stdout
+    assert "  can0 (VE.Can port)\n" in res.stdout
+    assert "  can1 (BMS-Can port, bms-only)\n" in res.stdout
+    assert "'auto' here: SuperB batteries on can0, Sunny Island on can1." in res.stdout
+    assert read_state(gx_root)["sma_port"] == "auto"
+
+
+def test_installer_offers_the_can_ports_it_found_on_an_ekrano(bundle_dir: Path,
+                                                              tmp_path: Path) -> None:
+    from tests.install.conftest import make_gx_root
+
+    root = make_gx_root(tmp_path / "ekrano", model="ekrano")
+    res = run_installer(bundle_dir, root, env=installer_env(CANBRIDGE_ARCH="aarch64"))
+    assert "  vecan0 (VE.Can port 1)\n" in res.stdout
+    assert "  vecan1 (VE.Can port 2, classic-and-hv)\n" in res.stdout
+    assert "'auto' here: SuperB batteries on vecan0, Sunny Island on vecan1." in res.stdout
