@@ -528,8 +528,43 @@ def test_classic_pages_render(built: qbuild.BuildResult, schema: Schema,
                 pv.fit_height(page, 32)
                 pv.grab(f"classic-{f.stem}")
     bound = {k[1] for k in store.values if k[1].startswith("/Settings/")}
+    # and Venus's list of CAN interfaces, which labels the CAN port choice
+    bound.add("/CanBus/Interfaces")
     attached = {k[1] for k in backend.items}
     assert attached == bound, sorted(bound ^ attached)
+
+
+def test_classic_pages_offer_the_can_ports_labelled_from_the_gx(
+        built: qbuild.BuildResult, schema: Schema, tmp_path: Path) -> None:
+    """Issue 15: the classic page offers a choice of ports, each labelled from Venus's list of
+    this GX's interfaces (here a Cerbo GX MK1), and writes the CanInterface setting."""
+    from PySide6.QtCore import QUrl
+    from PySide6.QtQuick import QQuickItem
+
+    d = classic_dir(built, tmp_path)
+    store = _memory_store(schema)
+    store.values[("com.victronenergy.platform", "/CanBus/Interfaces")] = json.dumps(
+        [{"config": 1, "interface": "can1", "name": "BMS-Can port"},
+         {"config": 0, "interface": "can0", "name": "VE.Can port"}])
+    backend = StubBackend(store)
+    superb = next(g for g in schema.groups if g.id == "superb")
+    with page_view(d / "ClassicHarness.qml", [CLASSIC_STUBS]) as pv:
+        pv.singleton("com.victron.velib", "StubBus").setProperty("_stubBackend", backend)
+        pv.start(480, 272)
+        page = pv.load(QUrl.fromLocalFile(str(d / f"{qbuild.classic_page(superb)}.qml"))
+                       .toString())
+        assert pv.warnings == [], pv.warnings
+        options = [o for o in page.findChildren(QQuickItem) if o.property("_stubLabel") ==
+                   "CAN port"]
+        assert len(options) == 1
+        values = _read(options[0], "possibleValues")
+        texts = [str(values.at(i).property("description")) for i in range(values.count())]
+        assert texts == ["auto: this GX's VE.Can port", "can0 (VE.Can port)",
+                         "can1 (BMS-Can port), BMS only", "vecan0 (not on this GX)",
+                         "vecan1 (not on this GX)"]
+        assert options[0].property("_stubValueText") == "auto: this GX's VE.Can port"
+        pv.fit_height(page, 32)
+        pv.grab("classic-can-ports")
 
 
 # --------------------------------------------------------------------------- round trip
