@@ -10,7 +10,8 @@
 #   /data/apps/enabled/<Name>                the gui-v2 plugin (a link to the above)
 #   /data/rc.local                           one line that runs install/boot.sh at every boot
 # and, rebuilt at every boot by boot.sh: /service/<name> (daemontools) and the classic gui's
-# Settings entry in /opt/victronenergy/gui/qml/PageSettings.qml (original kept, restorable).
+# Settings entry in /opt/victronenergy/gui/qml/PageSettings.qml (original kept, restorable; on
+# the read-only rootfs, written through Victron's remount-rw.sh and left read-only again).
 #
 # Options:
 #   --services LIST     parts to run: superb,sma,web (or "none"). First install: superb,web;

@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "build" / "qml"
 
 PLUGIN_NAME = "CanBridge"
-# gui-v2 1.2.14 is the oldest release with plugin support; the stubs only offer API present in
-# every release listed in qml/stubs/pinned_api.json, starting with this one.
+# gui-v2 1.2.14 is the oldest release with plugin support; the pages only use types and API
+# present at every gui-v2 commit pinned in qml/stubs/pinned_api.json (this release, the newest
+# release and main), which tests/qml checks with qml/api_check.py.
 MIN_GUI_V2 = "v1.2.14"
 # SuperB batteries are published with this product id, which other community battery drivers
 # share: the device page checks /Mgmt/ProcessName before it offers anything.

@@ -150,6 +150,8 @@ def installer_env(**extra: str) -> dict[str, str]:
     env["CANBRIDGE_PYTHON"] = sys.executable
     env["CANBRIDGE_SVOK"] = "false"
     env.setdefault("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/canbridge-test-bus")
+    # the simulated GX is a Cerbo GX (MK1), 32-bit ARM, whatever machine runs the tests
+    env.setdefault("CANBRIDGE_ARCH", "armv7l")
     env.update(extra)
     return env
 
