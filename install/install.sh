@@ -557,6 +557,10 @@ do_status() {
     fi
     echo "  classic gui: $("$PYTHON" "$APP/install/classic_gui.py" status \
         --gui "$(classic_gui_dir)" --state "$APP/conf/classic-gui" 2>/dev/null || echo unknown)"
+    local ports
+    ports=$(can_ports_found 2>/dev/null |
+        awk -F '\t' '{ printf "%s%s%s", sep, $1, ($2 != "" ? " (" $2 ")" : ""); sep = ", " }')
+    echo "  CAN ports: ${ports:-none found}"
     if [ -n "$(state_get can_profile_port)" ]; then
         echo "  CAN: $(state_get can_profile_port) set to 500 kbit/s without services" \
              "(was profile $(state_get can_profile_old))"
