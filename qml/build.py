@@ -212,14 +212,47 @@ def can_port_items(setting: Setting, field_id: str) -> list[list[str]]:
         ], 1),
         "}",
     ]
-    items = [choice]
-    if superb:
-        items.append(["ListText {", *indent([
+    # The problem with the configured port: the SuperB driver's own message when it has one,
+    # else the page's check against Venus's list (a name this GX does not have; for SuperB the
+    # BMS-only port), as the drivers and the web page check it.
+    from_driver = "canError.value === undefined ? \"\" : String(canError.value)" if superb \
+        else "\"\""
+    bms = (f"found[i].config === {BMS_ONLY_CONFIG} ? "
+           f"{tr('%1 is reserved by Venus for CAN-bus BMS batteries')}.arg(v) : \"\""
+           if superb else "\"\"")
+    problem = [
+        "ListText {",
+        *indent([
             f"objectName: {qstr('error_' + key)}",
             f"text: {tr('CAN port problem')}",
-            "secondaryText: canError.value === undefined ? \"\" : String(canError.value)",
-            "preferredVisible: secondaryText.length > 0"], 1), "}"])
-    return items
+            "secondaryText: {",
+            *indent([
+                f"const driver = {from_driver}",
+                "if (driver.length > 0)",
+                "\treturn driver",
+                f"const raw = {field_id}.dataItem.value",
+                "const v = raw === undefined ? \"\" : String(raw)",
+                "if (v === \"\" || v === \"auto\" || v.indexOf(\":\") >= 0)",
+                "\treturn \"\"",
+                "let found = canInterfaces.value",
+                "try {",
+                "\tif (typeof found === \"string\")",
+                "\t\tfound = JSON.parse(found)",
+                "} catch (e) {",
+                "\tfound = undefined",
+                "}",
+                "if (!found || !found.length)",
+                "\treturn \"\"  // Venus's list unknown: nothing to say",
+                "for (let i = 0; i < found.length; ++i) {",
+                "\tif (found[i].interface === v)",
+                f"\t\treturn {bms}",
+                "}",
+                f"return {tr('CAN interface %1 does not exist on this GX')}.arg(v)",
+            ], 1),
+            "}",
+            "preferredVisible: secondaryText.length > 0"], 1),
+        "}"]
+    return [choice, problem]
 
 
 def can_page_extra(settings: list[Setting]) -> list[str]:

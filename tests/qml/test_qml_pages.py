@@ -475,6 +475,33 @@ def test_gui_v2_offers_the_gx_can_ports_as_a_choice(plugin: dict[str, Any], sche
         pv.grab("gui-v2-can-ports")
 
 
+def test_gui_v2_sma_page_says_when_the_port_does_not_exist(plugin: dict[str, Any],
+                                                           schema: Schema) -> None:
+    """The Sunny Island page checks the configured port against Venus's list (Cerbo GX MK1)."""
+    from PySide6.QtQuick import QQuickItem
+
+    store = _memory_store(schema)
+    store.values[("com.victronenergy.platform", "/CanBus/Interfaces")] = [
+        {"config": 0, "interface": "can0", "name": "VE.Can port"},
+        {"config": 1, "interface": "can1", "name": "BMS-Can port"}]
+    setting = schema.by_key["Sma/CanInterface"]
+    backend = StubBackend(store)
+    sma = next(g for g in schema.groups if g.id == setting.group)
+    with page_view(HARNESS, [V2_IMPORTS]) as pv:
+        pv.singleton("Victron.VenusOS", "Global").setProperty("_stubBackend", backend)
+        pv.start(800, 480)
+        page = pv.load(f"qrc:/CanBridge/{qbuild.group_page(sma)}")
+        assert pv.warnings == [], pv.warnings
+        error = page.findChild(QQuickItem, "error_Sma_CanInterface")
+        assert not bool(error.property("visible"))  # auto
+        for value, shown in (("vecan1", "CAN interface vecan1 does not exist on this GX"),
+                             ("can1", ""), ("slcan:/dev/ttyACM0", "")):
+            backend.changed((SETTINGS, setting.path), value)
+            process(0.05)
+            assert error.property("secondaryText") == shown, value
+            assert bool(error.property("visible")) is bool(shown)
+
+
 @pytest.mark.parametrize(("process_name", "ours"), [
     ("/data/apps/available/canbridge/dbus-superb", True),
     ("dbus-superb.py", True),
