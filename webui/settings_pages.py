@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 
+from driver import canports
 from driver.schema import Setting
 from webui import view
 from webui.security import ext
@@ -42,9 +43,19 @@ def _render(group_id: str, entered: dict[str, Any] | None = None,
         if s.path in reg_errors:
             note = (f"the settings service did not register this setting (error "
                     f"{reg_errors[s.path]}): it may hold a value of another type")
+        ports: list[canports.CanPort] = []
+        if canports.is_can_interface_setting(s.key):
+            # the CAN interfaces of this GX, offered as choices; the same resolution as the
+            # driver's, so a port that does not exist (or the BMS-only one) shows its message
+            ports = canports.discover()
+            role = canports.ROLE_SUPERB if s.key.startswith("Superb/") else canports.ROLE_SMA
+            try:
+                canports.resolve(str(value if value is not None else s.default), role, ports)
+            except canports.CanPortError as exc:
+                note = f"{note}; {exc}" if note else str(exc)
         rows.append({"s": s, "value": shown, "known": value is not None,
                      "default": view.default_text(s), "error": errors.get(s.key),
-                     "step": view.step(s), "note": note,
+                     "step": view.step(s), "note": note, "ports": ports,
                      "checked": str(shown) not in ("0", "", "0.0")})
     if not available and status == 200:
         status = 503

@@ -10,6 +10,7 @@ are still being found.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -18,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from driver import __version__
+from driver import __version__, canports
 from driver import app as appmod
 from driver.canbus import open_bus
 from driver.sma import energy, frames, vebus
@@ -115,9 +116,8 @@ class Bridge:
         self._last_level: Level | None = None
         self.config = self._read_config() or Config()
         iface = self.get("Sma/CanInterface")
-        self.link = CanLink(lambda: open_bus(self.get("Sma/CanInterface"),
-                                             int(self.get("Sma/Bitrate"))),
-                            self._on_frame, describe=iface)
+        self.can_error = ""  # why the CAN link cannot be opened ("" when it is open)
+        self.link = CanLink(self._open_link, self._on_frame, describe=iface)
         self.sender = BmsSender(
             self.link, Inputs(self.config), float(self.get("Sma/SendInterval")),
             max_failure_time=float(self.get("Sma/MaxSendFailureTime")), on_fatal=self._fatal,
@@ -125,6 +125,18 @@ class Bridge:
         self.sender.start()
         GLib.timeout_add(int(POLL_S * 1000), self._poll)
         app.loop.on_stop(self._on_stop)
+
+    def _open_link(self) -> Any:
+        """Open the Sunny Island's bus (sender thread); remembers why it failed, for D-Bus.
+        "auto", a missing port or a typo fail with a message and the sender keeps retrying."""
+        try:
+            bus = open_bus(self.get("Sma/CanInterface"), int(self.get("Sma/Bitrate")),
+                           role=canports.ROLE_SMA)
+        except Exception as exc:
+            self.can_error = str(exc)
+            raise
+        self.can_error = ""
+        return bus
 
     # -- settings ----------------------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -174,7 +186,12 @@ class Bridge:
             return
         from driver.venus.service import create_service
 
-        iface = re.sub(r"[^A-Za-z0-9_]", "_", str(self.get("Sma/CanInterface")))
+        setting = str(self.get("Sma/CanInterface"))
+        try:  # the device identity follows the port ("auto" is the port it resolves to)
+            setting = canports.resolve(setting, canports.ROLE_SMA)
+        except canports.CanPortError:
+            pass
+        iface = re.sub(r"[^A-Za-z0-9_]", "_", setting)
         uid = f"canbridge_sma_{iface}"
         inst = self.app.settings.device_instance(uid, "vebus", VEBUS_DEFAULT_INSTANCE)
         if inst >= CERBO_VEBUS_INSTANCE:
@@ -192,6 +209,9 @@ class Bridge:
         for path, value in vebus.STATIC_PATHS.items():
             svc.add_path(path, value)
         svc.add_path("/Mode", self._mode, writeable=True, onchangecallback=self._mode_written)
+        # the CAN interfaces of this GX and why the link is not open (docs/install.md)
+        svc.add_path("/CanBridge/CanInterfaces", "[]")
+        svc.add_path("/CanBridge/CanError", "")
         for path in DVCC_PATHS:
             svc.add_path(path, None, writeable=True, onchangecallback=self._dvcc_written)
         for flow in energy.FLOWS:
@@ -306,6 +326,9 @@ class Bridge:
         values["/CanBridge/TxFrames"] = self.sender.stats.frames
         values["/CanBridge/TxFailures"] = self.sender.stats.failures
         values["/CanBridge/Reopens"] = max(0, self.link.reopens - 1)
+        values["/CanBridge/CanInterfaces"] = json.dumps(
+            [p.to_dict() for p in canports.discover()], sort_keys=True)
+        values["/CanBridge/CanError"] = self.can_error
         values["/Mode"] = self._mode
         for flow in energy.FLOWS:
             values[f"/Energy/{flow}"] = round(self.counters.kwh[flow], 6)
