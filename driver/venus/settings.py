@@ -148,8 +148,11 @@ class LiveSettings:
         self._ready = False
         self._watch: Any = None
         self._present = False
-        #: path -> reason, for changes refused by the schema (the last good value is kept)
+        #: path -> reason of the last refusal of that setting (the last good value is kept);
+        #: cleared when a new value of that setting is accepted
         self.rejected: dict[str, str] = {}
+        #: path -> reason, while the *stored* value is one refused (until written back)
+        self._refused_raw: dict[str, str] = {}
         #: how many times the settings were (re-)registered
         self.registrations = 0
         #: path -> the last refusal of that setting (published; see :meth:`refusal_list`)
@@ -244,13 +247,13 @@ class LiveSettings:
                 self._notify(path, old, self._values[path])
         self._incoming = {}
         # A value refused against another that was itself refused may pass now: retry.
-        for _ in range(len(self.rejected)):
+        for _ in range(len(self._refused_raw)):
             if not self._retry_rejected(notify=not first):
                 break
         self._registering = False
         for path, raw in self._pending_refusals.items():
-            if path in self.rejected:
-                self._record_refusal(path, raw, self.rejected[path])
+            if path in self._refused_raw:
+                self._record_refusal(path, raw, self._refused_raw[path])
         self._pending_refusals = {}
         if first:
             self._ready = True
@@ -282,9 +285,12 @@ class LiveSettings:
                 return self._refuse(path, raw, rule.message)
         before = self._values.get(path)
         self._values[path] = value
-        self.rejected.pop(path, None)
-        if before is not None and before != value and self.refusals.pop(path, None):
-            self._publish()  # a new value was accepted: the old refusal is history
+        self._refused_raw.pop(path, None)
+        if before is not None and before != value:
+            # A new value was accepted (not our own write-back): the refusal is history.
+            self.rejected.pop(path, None)
+            if self.refusals.pop(path, None):
+                self._publish()
         if self._ready:
             self._save_last_good()
         return True
@@ -300,7 +306,7 @@ class LiveSettings:
             # Nothing good yet (a stored value refused at start): the value that was in force
             # before (kept in the state file) if it is still valid, else the schema default.
             self._values[path] = self._fallback(path)
-        self.rejected[path] = why
+        self._refused_raw[path] = why
         in_force = self._values[path]
         log.error("setting %s = %r refused: %s; keeping %r", path, raw, why, in_force)
         if self._registering:
@@ -313,6 +319,7 @@ class LiveSettings:
 
     def _record_refusal(self, path: str, raw: Any, why: str) -> None:
         in_force = self._values[path]
+        self.rejected[path] = why
         self.refusal_count += 1
         self.refusals[path] = {
             "setting": self._defs[path].key, "path": path, "value": _plain(raw),
@@ -488,7 +495,7 @@ class LiveSettings:
         if self._sd is None:
             return
         related = {p for r in self._schema.rules_touching(changed) for p in (r.a, r.b)}
-        for path in [p for p in self.rejected if p in related and p != changed]:
+        for path in [p for p in self._refused_raw if p in related and p != changed]:
             before = self._values.get(path)
             try:
                 raw = self._sd[path]
@@ -502,7 +509,7 @@ class LiveSettings:
     def _retry_rejected(self, notify: bool) -> bool:
         """Check every refused value again; True if one was accepted now."""
         progress = False
-        for path in list(self.rejected):
+        for path in list(self._refused_raw):
             before = self._values.get(path)
             try:
                 raw = self._sd[path]
