@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
@@ -52,11 +52,15 @@ def safe_next(target: str | None) -> str:
     whitespace anywhere (browsers drop tabs and newlines from URLs, so ``/%09/evil.example``
     would become ``//evil.example``), non-ASCII, backslashes.
     """
-    if not isinstance(target, str) or not _SAFE_PATH.fullmatch(target):
+    if not isinstance(target, str):
         return "/"
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return "/"
+    # checked as given and once decoded ("/%09/x", "/%5cx", "/%2f/x" are refused too)
+    for text in (target, unquote(target)):
+        if not _SAFE_PATH.fullmatch(text):
+            return "/"
+        parts = urlsplit(text)
+        if parts.scheme or parts.netloc:
+            return "/"
     return target
 
 

@@ -169,26 +169,32 @@ def test_concurrent_conflicting_writes_never_store_a_broken_rule(
     for _round in range(5):
         assert bus.set(FLOAT, dbus.Double(54.0)) == 0
         assert bus.set(ABSORPTION, dbus.Double(56.8)) == 0
-        clients = [Client(server, source=f"127.0.3.{i + 1}").start() for i in range(20)]
-        wait_until(lambda: clients[0].request("GET", "/api/settings")[1]["values"][
-            "Sma/AbsorptionVoltage"] == 56.8, 5, "the reset to show")
-        barrier = threading.Barrier(len(clients))
-        answers: list[int] = []
-
-        def write(c: Client, i: int) -> None:
-            change = {"Sma/AbsorptionVoltage": 55.0} if i % 2 else {"Sma/FloatVoltage": 56.5}
-            barrier.wait()
-            answers.append(c.request("POST", "/api/settings", change)[0])
-
-        threads = [threading.Thread(target=write, args=(c, i)) for i, c in enumerate(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        answers = _race(server)
         assert len(answers) == 20 and set(answers) <= {200, 400}, answers
         if bus.get(FLOAT) > bus.get(ABSORPTION):
             broken += 1
     assert broken == 0, f"float above absorption stored in {broken} of 5 rounds"
+
+
+def _race(server: Server) -> list[int]:
+    """20 clients (20 hosts) post at the same moment; their answers."""
+    clients = [Client(server, source=f"127.0.3.{i + 1}").start() for i in range(20)]
+    wait_until(lambda: clients[0].request("GET", "/api/settings")[1]["values"][
+        "Sma/AbsorptionVoltage"] == 56.8, 5, "the reset to show")
+    barrier = threading.Barrier(len(clients))
+    answers: list[int] = []
+
+    def write(c: Client, i: int) -> None:
+        change = {"Sma/AbsorptionVoltage": 55.0} if i % 2 else {"Sma/FloatVoltage": 56.5}
+        barrier.wait()
+        answers.append(c.request("POST", "/api/settings", change)[0])
+
+    threads = [threading.Thread(target=write, args=(c, i)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return answers
 
 
 def test_lone_surrogate_after_a_good_value_writes_nothing(start_server: Callable[..., Server],
