@@ -140,8 +140,8 @@ def status(backend: Any) -> dict[str, Any]:
 
 def refusals(services: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     """The settings the drivers refused, as they publish them (``/Settings/Refusals``;
-    docs/settings.md): setting, value refused, value in force, rule, and when (wall clock,
-    from the machine-wide monotonic clock the driver stamps it with)."""
+    docs/web.md "Refused values"): setting, value refused, value in force, rule, and when
+    (wall clock, from the machine-wide monotonic clock the driver stamps it with)."""
     import time
 
     seen: dict[str, dict[str, Any]] = {}

@@ -11,7 +11,7 @@ once. It also:
   cross-field rule such as float <= absorption), records why in :attr:`rejected`, **writes the
   value in force back to the settings service** (so every page shows what applies, not what
   was refused) and records the refusal in :attr:`refusals`, which it publishes on the
-  process's D-Bus services (:meth:`publish_on`; docs/settings.md "Refused values");
+  process's D-Bus services (:meth:`publish_on`; docs/web.md "Refused values");
 * remembers the last good value of every setting in a small JSON file (``state_file``), so a
   value refused at start falls back to the value that was in force before, not blindly to the
   schema default;
@@ -325,7 +325,7 @@ class LiveSettings:
             "setting": self._defs[path].key, "path": path, "value": _plain(raw),
             "in_force": _plain(in_force), "rule": why,
             # CLOCK_MONOTONIC is one clock for the whole machine: the web page turns it into
-            # a wall-clock time (driver code reads no wall clock; docs/settings.md)
+            # a wall-clock time (driver code reads no wall clock; docs/web.md)
             "monotonic": round(time.monotonic(), 1),
         }
         self._schedule_write_back(path, raw)
