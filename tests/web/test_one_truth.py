@@ -215,3 +215,17 @@ def test_login_throttle_is_global(client: Any, app: Any) -> None:
             statuses.append(r.status_code)
     assert statuses.count(401) == 30 and statuses.count(429) == 90
     assert login is not None
+
+
+def test_connection_cap_counts_an_ipv6_host_by_its_64() -> None:
+    """One LAN host can use any number of addresses of its /64: they count together."""
+    from webui.main import ConnectionCap, client_key
+
+    cap = ConnectionCap(limit=3)
+    keys = [client_key((f"2001:db8:0:1::{n:x}", 8090, 0, 0)) for n in range(1, 6)]
+    assert len(set(keys)) == 1
+    assert [cap.acquire(k) for k in keys] == [True, True, True, False, False]
+    assert cap.acquire(client_key(("2001:db8:0:2::1", 8090, 0, 0)))  # another /64
+    cap.release(keys[0])
+    assert cap.acquire(keys[0])
+    assert client_key(("::ffff:192.168.1.9", 1)) == client_key(("192.168.1.9", 1))
