@@ -426,7 +426,10 @@ class LiveSettings:
         tmp = self._state_file.with_suffix(".tmp")
         try:
             self._state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(values, sort_keys=True))
+            with open(tmp, "w") as fh:
+                fh.write(json.dumps(values, sort_keys=True))
+                fh.flush()
+                os.fsync(fh.fileno())  # a power cut leaves the old file or the new, never half
             os.replace(tmp, self._state_file)
         except OSError as exc:
             log.warning("cannot keep the last good settings in %s: %s", self._state_file, exc)
