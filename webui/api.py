@@ -65,7 +65,8 @@ def settings() -> Response:
     current = backend.settings()
     values = {s.key: current.get(s.path) for s in ext()["schema"]}
     return jsonify({"version": backend.settings_version(), "values": values,
-                    "refusals": status_model.refusals(backend.services(), backend.clock())})
+                    "refusals": status_model.refusals(backend.services(), backend.clock(),
+                                                  backend.local_refusals())})
 
 
 @bp.get("/schema")

@@ -184,6 +184,7 @@ class DbusBackend:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._wanted = {s.path: s for s in schema}
+        self._local_refusals: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -690,6 +691,18 @@ class DbusBackend:
                     series[key] = list(cols[i])
                 out[svc.name] = series
         return out
+
+    def note_refusal(self, key: str, value: Any, in_force: Any, rule: str) -> None:
+        """Record a setting this process refused itself (the web server's own address and
+        port), shown with the drivers' refusals."""
+        with self._lock:
+            self._local_refusals[key] = {"setting": key, "value": value, "in_force": in_force,
+                                         "rule": rule, "time": round(self.clock(), 1),
+                                         "service": "canbridge-web"}
+
+    def local_refusals(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._local_refusals.values()]
 
     def stats(self) -> dict[str, Any]:
         c = self.counters

@@ -304,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if why:
             log.error("%s = %r refused: %s; still serving on %s port %d", setting.key, value,
                       why, address or "every interface", port)
+            backend.note_refusal(setting.key, value, in_force[path], why)
             write_back(setting, in_force[path])
             return
         log.info("%s changed to %r: starting again on the new address", setting.key, value)

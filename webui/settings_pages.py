@@ -34,8 +34,8 @@ def _render(group_id: str, entered: dict[str, Any] | None = None,
     if result is not None:
         errors.update(result.errors)
         errors.update(result.refused)
-    refused = {r["setting"]: r for r in status_model.refusals(backend.services(),
-                                                               backend.clock())}
+    refused = {r["setting"]: r for r in status_model.refusals(
+        backend.services(), backend.clock(), backend.local_refusals())}
     rows = []
     for s in schema.in_group(group_id):
         value = current.get(s.path)

@@ -134,17 +134,18 @@ def status(backend: Any) -> dict[str, Any]:
         "batteries": [battery_view(s, node_reads) for s in services
                       if s["class"] == "battery"],
         "vebus": [vebus_view(s) for s in services if s["class"] == "vebus"],
-        "refusals": refusals(services, backend.clock()),
+        "refusals": refusals(services, backend.clock(), backend.local_refusals()),
     }
 
 
-def refusals(services: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+def refusals(services: list[dict[str, Any]], now: float,
+             local: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The settings the drivers refused, as they publish them (``/Settings/Refusals``;
     docs/web.md "Refused values"): setting, value refused, value in force, rule, and when
     (wall clock, from the machine-wide monotonic clock the driver stamps it with)."""
     import time
 
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, dict[str, Any]] = {r["setting"]: r for r in local or []}
     mono_now = time.monotonic()
     for svc in services:
         raw = svc["values"].get("/Settings/Refusals")

@@ -346,6 +346,13 @@ def test_bad_network_settings_never_take_the_page_down(start_server: Callable[..
         assert server.proc.proc.poll() is None
         assert c.request("GET", "/api/session")[0] == 200
     taken.close()
+    # the page shows what it refused (the last one of each setting) and what is in force
+    c.start()
+    refused = {r["setting"]: r for r in c.request("GET", "/api/settings")[1]["refusals"]}
+    assert refused["Web/ListenAddress"]["value"] == "192.0.2.77"
+    assert refused["Web/ListenAddress"]["in_force"] == "127.0.0.1"
+    assert "not an address of this GX" in refused["Web/ListenAddress"]["rule"]
+    assert refused["Web/Port"]["in_force"] == port
     # through the page: refused before anything is stored
     c.start()
     for key, bad in (("Web/ListenAddress", "not-an-address"), ("Web/Port", 9001),
