@@ -229,3 +229,21 @@ def test_connection_cap_counts_an_ipv6_host_by_its_64() -> None:
     cap.release(keys[0])
     assert cap.acquire(keys[0])
     assert client_key(("::ffff:192.168.1.9", 1)) == client_key(("192.168.1.9", 1))
+
+
+def test_host_allow_list_names_and_addresses() -> None:
+    from webui.hosts import HostAllowList, interface_addresses
+
+    extra = ["gx.home.arpa", " 10.9.8.7 "]
+    hosts = HostAllowList(extra=lambda: extra,
+                          addresses=lambda: {"192.168.1.50", "fe80::1:2", "2001:db8::50"},
+                          hostname=lambda: "einstein")
+    for ok in ("192.168.1.50", "192.168.1.50:8090", "[fe80::1:2]:8090", "[2001:DB8::50]",
+               "einstein", "EINSTEIN.local:8090", "venus.local", "localhost:8090",
+               "127.0.0.9", "[::1]:8090", "gx.home.arpa.", "10.9.8.7:8090"):
+        assert hosts.allowed(ok), ok
+    for bad in ("attacker.example", "192.168.1.51", "einstein.evil.example",
+                "venus.local.evil.example", "", None, "[2001:db8::51]:8090", "1.2.3.4"):
+        assert not hosts.allowed(bad), bad
+    # the machine's own addresses are really read (loopback at least)
+    assert "127.0.0.1" in interface_addresses()
