@@ -487,6 +487,7 @@ class DbusBackend:
             nodes = None
         if not isinstance(nodes, dict):
             return
+        reads: dict[str, tuple[Any, float, str]] = {}  # nodes no longer configured drop out
         for node, info in nodes.items():
             if not isinstance(info, dict):
                 continue
@@ -495,8 +496,9 @@ class DbusBackend:
                 continue
             old = svc.node_reads.get(str(node))
             moved = old is None or old[0] != counters
-            svc.node_reads[str(node)] = (counters, now if moved else old[1],  # type: ignore[index]
-                                         str(info.get("serial") or ""))
+            reads[str(node)] = (counters, now if moved else old[1],  # type: ignore[index]
+                                str(info.get("serial") or ""))
+        svc.node_reads = reads
 
     def _on_items_changed(self, svc: ServiceState, items: Any) -> None:
         self.counters.signals += 1
