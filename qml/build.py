@@ -55,6 +55,18 @@ CLASSIC_SNIPPET = "PageSettings.CanBridge.snippet"
 NODELIST_PATTERN = r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$"
 
 
+# Where each driver publishes its last refused setting as one line (docs/web.md "Refused
+# values"): the SuperB driver on com.victronenergy.canbridge.superb (its uid made from the
+# settings service's: "dbus/com.victronenergy..." or "mqtt/<class>/0"), the SMA driver on its
+# vebus service (gui-v2's system vebus service; absent: nothing shown).
+REFUSAL_PATH = "/Settings/LastRefusal"
+REFUSAL_SOURCES = {
+    "Superb/": ('Global.systemSettings.serviceUid.replace("com.victronenergy.settings", '
+                '"com.victronenergy.canbridge.superb").replace("settings/0", "canbridge/0")'),
+    "Sma/": '(Global.system && Global.system.veBus ? Global.system.veBus.serviceUid : "")',
+}
+
+
 class BuildError(Exception):
     """The pages could not be built (schema problem or a failing Qt tool)."""
 
@@ -277,6 +289,19 @@ def v2_group_items(settings: list[Setting]) -> list[list[str]]:
     return items
 
 
+def v2_refusal_item(schema: Schema, group: Group) -> list[list[str]]:
+    """A read-only line with the driver's last refusal of a value of this group (or none)."""
+    keys = [s.key for s in schema.in_group(group.id)]
+    for prefix, service_uid in REFUSAL_SOURCES.items():
+        if any(k.startswith(prefix) for k in keys):
+            return [["ListText {", '\tobjectName: "refusal"',
+                     f"\ttext: {tr('Refused by the driver')}",
+                     f"\tdataItem.uid: {service_uid} + {qstr(REFUSAL_PATH)}",
+                     '\tcaption: dataItem.value === undefined ? "" : String(dataItem.value)',
+                     '\tpreferredVisible: caption !== ""', "}"]]
+    return []
+
+
 def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
             extra: list[str] | None = None) -> str:
     """A gui-v2 page with a list of items."""
@@ -322,8 +347,9 @@ def gui_v2_files(schema: Schema, version: str) -> dict[str, str]:
     for group in schema.groups:
         settings = schema.in_group(group.id)
         if settings:
-            files[group_page(group)] = v2_page(tr(group.label), v2_group_items(settings),
-                                               extra=can_page_extra(settings))
+            files[group_page(group)] = v2_page(
+                tr(group.label), [*v2_refusal_item(schema, group), *v2_group_items(settings)],
+                extra=can_page_extra(settings))
     names = " || ".join(f"name === {qstr(n)}" for n in OUR_PROCESS_NAMES)
     extra = [
         "// 0xBA77 is shared with other battery drivers: offer settings only for ours.",

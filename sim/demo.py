@@ -70,6 +70,8 @@ class Demo:
         env["CANBRIDGE_CANLINK"] = self.canlink
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH")] if p)
         env["PYTHONUNBUFFERED"] = "1"
+        # the drivers keep their last good settings here (on a GX: /data/conf/canbridge)
+        env["CANBRIDGE_STATE_DIR"] = str(self.workdir / "state")
         return env
 
     def spawn(self, name: str, argv: list[str], stdout: int | IO[bytes] | None = None) -> Child:
@@ -259,6 +261,20 @@ def start_system(demo: Demo, web_port: int, replay: Path | None = None) -> None:
         demo.web_url = f"http://127.0.0.1:{web_port}/"
 
 
+def pick_web_port(preferred: int, host: str = "127.0.0.1") -> int:
+    """``preferred`` if it is free on ``host``, else a free port the system picks."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free TCP port on 127.0.0.1")
+
+
 def run(duration: float, web_port: int, keep: bool, replay: Path | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="canbridge-demo-"))
     demo = Demo(workdir)
@@ -271,8 +287,11 @@ def run(duration: float, web_port: int, keep: bool, replay: Path | None = None) 
     signal.signal(signal.SIGINT, on_signal)
     code = 0
     try:
+        port = pick_web_port(web_port)
+        if port != web_port:
+            print(f"Port {web_port} is taken; the web page uses port {port}", flush=True)
         try:
-            start_system(demo, web_port, replay)
+            start_system(demo, port, replay)
         except RuntimeError as exc:
             log.error("%s", exc)
             return 1

@@ -240,7 +240,7 @@ def test_diagnostics_lists_every_path(authed: tuple[Any, str], fake_services: An
     assert d["web"]["settings_available"] is True
     (node,) = first["nodes"]  # dbus-superb's per-node table, from /Status/Nodes
     assert node["node"] == "1" and node["sdo_timeouts"] == 2 and node["sdo_aborts"] == 1
-    assert node["serial"] is None
+    assert node["serial"] == "SB123456"  # the fake names its node like its battery
     assert client.get("/diagnostics").status_code == 200
 
 

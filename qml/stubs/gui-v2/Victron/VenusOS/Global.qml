@@ -8,6 +8,7 @@ QtObject {
 	readonly property int int32Min: -2147483648
 	property var pageManager: PageManager {}
 	property var venusPlatform: VenusPlatform {}
+	property var system: null
 	// Stub only: the Python object that backs every VeQuickItem (see tests/qml/stubdata.py).
 	property var _stubBackend: null
 }
