@@ -22,6 +22,7 @@ TEXT = ("Superb/ChargeVoltage = 61.0 refused: Charge voltage: 61.0 is above the 
 
 @pytest.mark.parametrize("refusal", [TEXT, ""])
 def test_superb_pages_show_the_last_refusal(tmp_path: Path, refusal: str) -> None:
+    from PySide6.QtCore import QMetaObject
     from PySide6.QtQml import QQmlProperty
     from PySide6.QtQuick import QQuickItem
 
@@ -41,7 +42,10 @@ def test_superb_pages_show_the_last_refusal(tmp_path: Path, refusal: str) -> Non
             settings_url = next(i["url"] for i in doc["integrations"] if i["type"] == 1)
             page = pv.load(settings_url)
             nav = page.findChild(QQuickItem, "nav_superb_limits")
-            sub = pv.load(nav.property("pageSource"))
+            # a tap runs the page's own onClicked: Global.pageManager.pushPage(url, {title})
+            QMetaObject.invokeMethod(nav, "_stubTap")
+            manager = QQmlProperty.read(glob, "pageManager")
+            sub = pv.load(manager.property("_stubLastUrl"))
             assert pv.warnings == [], pv.warnings
             line = sub.findChild(QQuickItem, "refusal")
             assert line is not None
