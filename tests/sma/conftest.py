@@ -20,6 +20,7 @@ import can
 import dbus
 import pytest
 
+from sim.sma import wire
 from tests.fixtures.canlink import CanLink
 from tests.fixtures.procs import Proc, python_cmd
 from tests.fixtures.venus import DbusDaemon, SettingsService, wait_for_name
@@ -177,9 +178,23 @@ class SmaSystem:
 
 
 def limits(msg: can.Message) -> dict[str, Any]:
-    from driver.sma import frames
+    """0x351 decoded with the tests' own hand-written layout (sim/sma/wire.py)."""
+    lim = wire.decode_351(bytes(msg.data))
+    return {"ChargeVoltageLimit": lim.cvl, "ChargeCurrentLimit": lim.ccl,
+            "DischargeCurrentLimit": lim.dcl, "DischargeVoltageLimit": lim.dvl}
 
-    return frames.decode_signals(msg)
+
+def soc_of(msg: can.Message) -> int:
+    """0x355 SoC (hand-written layout)."""
+    return wire.decode_355(bytes(msg.data))[0]
+
+
+def alarms_of(msg: can.Message) -> set[str]:
+    return wire.decode_35a(bytes(msg.data))[0]
+
+
+def warnings_of(msg: can.Message) -> set[str]:
+    return wire.decode_35a(bytes(msg.data))[1]
 
 
 def is_351(m: can.Message) -> bool:

@@ -78,7 +78,8 @@ def test_startup_conservative_frames(clock: Clock) -> None:
     v = out.values
     assert out.level == Level.STARTUP
     assert v.soc == 50 and v.soc != 0
-    assert v.ccl == CFG.stale_charge_current and v.dcl == CFG.stale_discharge_current
+    assert v.ccl == CFG.stale_charge_current
+    assert v.dcl == min(CFG.max_discharge_current, CFG.stale_discharge_current)
     assert v.cvl == CFG.float_voltage
     assert "General" in v.warnings and out.command is None
 
@@ -139,14 +140,26 @@ def test_ladder_steps_with_timings(clock: Clock) -> None:
     assert ctl.step(stale_inp).command is None
     clock.t += 5
     assert ctl.step(stale_inp).command is False
-    # data return: start commanded, for a few ticks
+    # data return: start commanded, repeated every StartRepeatInterval (5 s) while the
+    # Sunny Island does not report Run
     cmds = []
-    for _ in range(5):
+    for _ in range(11):
         clock.t += 1
         o = ctl.step(replace(inp, battery=batt(clock)))
         cmds.append(o.command)
     assert o.level == Level.NORMAL
-    assert cmds == [True, True, True, None, None]
+    assert cmds == [True, None, None, None, None, True, None, None, None, None, True]
+    assert o.start_commands == 3
+    # a 0x307 from before the first start saying Run does not count; one after it does
+    first = clock.t - 10
+    cmds = []
+    for run_at in (first - 1, first - 1, first - 1, first - 1, first - 1, clock.t + 0.5,
+                   clock.t + 0.5, clock.t + 0.5, clock.t + 0.5, clock.t + 0.5, clock.t + 0.5):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=52.0, current=0.0, run=True, run_at=run_at)
+        cmds.append(ctl.step(replace(inp, battery=batt(clock), si=si)).command)
+    assert cmds[:5] == [None, None, None, None, True]
+    assert cmds[5:] == [None] * 6
 
 
 def test_stop_start_disabled(clock: Clock) -> None:
@@ -185,21 +198,34 @@ def test_implausible_data_treated_as_stale_and_alarm(clock: Clock, kw: dict, why
     assert out.values.soc != 0
 
 
-def test_current_sign_check_against_sunny_island(clock: Clock) -> None:
+def test_dc_coupled_solar_currents_never_compared(clock: Clock) -> None:
+    """MPPTs produce more than the load: battery +20 A charging, Sunny Island 20 A
+    discharging (0x305 is its own current). Plausible for an hour of simulated time."""
+    ctl = Controller(clock)
+    for _ in range(3600):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=52.1, current=-20.0)
+        out = ctl.step(Inputs(CFG, battery=batt(clock, current=20.0), si=si))
+        assert out.implausible == "" and out.level == Level.NORMAL
+        assert out.command is None
+
+
+def test_voltage_compared_with_the_sunny_islands(clock: Clock) -> None:
     ctl = Controller(clock)
     run(ctl, clock, Inputs(CFG), 2)
     clock.t += 1
-    si = SiMeasurement(at=clock.t, voltage=52.0, current=-30.0)  # SI says discharging
-    out = ctl.step(Inputs(CFG, battery=batt(clock, current=30.0), si=si))
-    assert "disagrees" in out.implausible and out.level == Level.ALARM
-    # small currents near zero do not trigger it
+    si = SiMeasurement(at=clock.t, voltage=55.0, current=0.0)
+    out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
+    assert "differs from the Sunny Island's 55 V" in out.implausible
+    assert out.level == Level.ALARM and out.values.ccl == 0
     clock.t += 1
-    si = SiMeasurement(at=clock.t, voltage=52.0, current=-2.0)
-    out = ctl.step(Inputs(CFG, battery=batt(clock, current=3.0), si=si))
+    si = SiMeasurement(at=clock.t, voltage=54.4, current=0.0)  # within 2.5 V
+    out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
     assert out.implausible == "" and out.level == Level.NORMAL
     # an old SI measurement is not used
     clock.t += 10
-    out = ctl.step(Inputs(CFG, battery=batt(clock, current=30.0), si=si))
+    si = SiMeasurement(at=clock.t - 6, voltage=60.0, current=0.0)
+    out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
     assert out.implausible == ""
 
 
@@ -271,6 +297,9 @@ def test_absorption_ends_on_maximum_time(clock: Clock) -> None:
     assert ctl.phase == Phase.ABSORPTION
     out = run(ctl, clock, Inputs(cfg), 58, voltage=56.7, current=50.0)
     assert out.phase == Phase.ABSORPTION
+    # time below the target voltage does not count
+    out = run(ctl, clock, Inputs(cfg), 30, voltage=55.0, current=-30.0)
+    assert out.phase == Phase.ABSORPTION   # 59 s at target, 30 s below
     out = run(ctl, clock, Inputs(cfg), 1, voltage=56.7, current=50.0)
     assert out.phase == Phase.FLOAT
 
