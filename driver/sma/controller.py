@@ -149,6 +149,8 @@ class Config:
     use_stop_start: bool = field(default=True, metadata={"key": "UseStopStart"})
     plausible_voltage_band: float = field(default=2.5,
                                           metadata={"key": "PlausibleVoltageBand"})
+    plausible_voltage_time: float = field(default=10.0,
+                                          metadata={"key": "PlausibleVoltageTime"})
     capacity: float = field(default=0.0, metadata={"key": "BatteryCapacity"})
     start_repeat: float = field(default=5.0, metadata={"key": "StartRepeatInterval"})
     dvcc_timeout: float = field(default=60.0, metadata={"key": "DvccTimeout"})
@@ -317,13 +319,26 @@ class Output:
 
 # -- stage 1: inputs --------------------------------------------------------------------------
 
-def implausible_reason(b: Battery, si: SiMeasurement | None, cfg: Config, now: float) -> str:
-    """Why a complete battery reading cannot be used ('' if it can).
+def voltage_mismatch(b: Battery, si: SiMeasurement | None, cfg: Config, now: float) -> str:
+    """The battery's voltage against the Sunny Island's own 0x305 voltage: same DC bus, so
+    they agree within PlausibleVoltageBand (cable drop, sensor tolerance). Compared only when
+    both are fresh (an old reading is the ladder's business); '' when they agree or cannot
+    be compared. The caller requires a mismatch to last PlausibleVoltageTime (a load step
+    moves the voltage between two readings taken a second apart)."""
+    if (b.voltage is None or si is None or si.voltage is None
+            or not math.isfinite(si.voltage) or now - si.at > SI_FRESH_S
+            or now - b.at > SI_FRESH_S):
+        return ""
+    if abs(b.voltage - si.voltage) > cfg.plausible_voltage_band:
+        return (f"battery voltage {b.voltage:g} V differs from the Sunny Island's "
+                f"{si.voltage:g} V by more than {cfg.plausible_voltage_band:g} V")
+    return ""
 
-    Only what can be compared is compared: SoC range, the Sunny Island's voltage range, and
-    the battery's voltage against the Sunny Island's own 0x305 voltage (same DC bus; cable
-    drop and sensor tolerance within PlausibleVoltageBand). Never the currents.
-    """
+
+def implausible_reason(b: Battery, si: SiMeasurement | None, cfg: Config, now: float) -> str:
+    """Why a complete battery reading cannot be used at once ('' if it can): SoC outside
+    0-100, voltage outside the Sunny Island's range. (The voltage comparison with the Sunny
+    Island, :func:`voltage_mismatch`, needs time; currents are never compared.)"""
     if b.soc is None or b.voltage is None or b.current is None:
         return "incomplete reading"
     if not all(math.isfinite(x) for x in (b.soc, b.voltage, b.current)):
@@ -332,11 +347,6 @@ def implausible_reason(b: Battery, si: SiMeasurement | None, cfg: Config, now: f
         return f"state of charge {b.soc:g} % outside 0-100"
     if not SI_MIN_V <= b.voltage <= SI_MAX_V:
         return f"voltage {b.voltage:g} V outside {SI_MIN_V:g}-{SI_MAX_V:g} V"
-    if (si is not None and si.voltage is not None and math.isfinite(si.voltage)
-            and now - si.at <= SI_FRESH_S
-            and abs(b.voltage - si.voltage) > cfg.plausible_voltage_band):
-        return (f"battery voltage {b.voltage:g} V differs from the Sunny Island's "
-                f"{si.voltage:g} V by more than {cfg.plausible_voltage_band:g} V")
     return ""
 
 
@@ -522,6 +532,7 @@ class Controller:
         self._first_start_at: float | None = None
         self._start_sent_at: float | None = None
         self.start_commands = 0
+        self._mismatch_since: float | None = None
 
     @property
     def soc_sent(self) -> float | None:
@@ -591,6 +602,15 @@ class Controller:
         if b is None or not b.complete:
             return ""  # no data: it just ages
         why = implausible_reason(b, si, cfg, now)
+        if not why:
+            mismatch = voltage_mismatch(b, si, cfg, now)
+            if not mismatch:
+                self._mismatch_since = None
+            else:
+                if self._mismatch_since is None:
+                    self._mismatch_since = now
+                if now - self._mismatch_since >= cfg.plausible_voltage_time:
+                    why = mismatch
         if not why and (self.good_at is None or b.at >= self.good_at):
             self.good, self.good_at = b, b.at
         return why

@@ -34,7 +34,7 @@ from driver.sma.controller import (
     Level,
     Output,
 )
-from driver.sma.sender import BmsSender, CanLink
+from driver.sma.sender import BmsSender, CanLink, check_injection
 from driver.sma.sistate import SiState
 from driver.venus.mainloop import guarded
 
@@ -362,6 +362,7 @@ class Bridge:
     # -- periodic work on the main loop ---------------------------------------------------------
     def _poll(self) -> bool:
         """Every second: read the battery source, publish, integrate energy."""
+        check_injection("poll")
         now = time.monotonic()
         snap = self.si.snapshot()
         self.sender.set_inputs(replace(self.sender.inputs, si=snap.measurement(now)))
@@ -670,7 +671,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pending["ready"] = True
 
-    app = appmod.start("dbus-sma", args, ("Sma/",), on_change=changed, on_ready=ready)
+    app = appmod.start("dbus-sma", args, ("Sma/",),
+                       on_change=guarded(changed, "setting change"),
+                       on_ready=guarded(ready, "settings ready"))
     if app is None:
         return appmod.run(app)
     holder["bridge"] = Bridge(app, Path(args.state_dir))

@@ -19,7 +19,8 @@ and logged with its cause, at most once per :data:`LOG_EVERY_S` per distinct cau
 
 Fault injection for the process tests: when the environment names a file in
 ``CANBRIDGE_SMA_INJECT`` and that file holds ``inputs``, ``controller`` or ``encoder``, the
-named stage raises on every tick while it does (nothing happens without the variable).
+named stage raises on every tick while it does (nothing happens without the variable); ``poll``
+makes ``dbus-sma``'s main-loop poll raise (the guarded GLib callback then exits the process).
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ INJECT_ENV = "CANBRIDGE_SMA_INJECT"
 
 class InjectedFault(RuntimeError):
     """Raised by the test-only fault injection."""
+
+
+def check_injection(stage: str, path: str | None = None) -> None:
+    """Raise :class:`InjectedFault` when the test-only injection file names ``stage``."""
+    target = path if path is not None else os.environ.get(INJECT_ENV, "")
+    if not target:
+        return
+    try:
+        with open(target, encoding="utf-8") as f:
+            want = f.read().strip()
+    except OSError:
+        return
+    if want == stage:
+        raise InjectedFault(f"injected fault in the {stage} stage")
 
 
 def _static_safe_frames() -> list[can.Message]:
@@ -239,15 +254,8 @@ class BmsSender:
         return True
 
     def _injected(self, stage: str) -> None:
-        if not self._inject:
-            return
-        try:
-            with open(self._inject, encoding="utf-8") as f:
-                want = f.read().strip()
-        except OSError:
-            return
-        if want == stage:
-            raise InjectedFault(f"injected fault in the {stage} stage")
+        if self._inject:
+            check_injection(stage, self._inject)
 
     def _build(self) -> tuple[list[can.Message], Output | None]:
         """The frame set for this tick (stages: inputs, controller, encoder)."""

@@ -111,10 +111,11 @@ class SmaSystem:
         return p
 
     def start_bridge(self, *args: str, battery: str | None = BATTERY,
-                     settings: dict[str, Any] | None = None) -> Proc:
+                     settings: dict[str, Any] | None = None,
+                     env: dict[str, str] | None = None) -> Proc:
         state = self.workdir / "state"
-        p = Proc(python_cmd("driver.sma.main", "--state-dir", str(state), *args), self.env(),
-                 name="dbus-sma")
+        p = Proc(python_cmd("driver.sma.main", "--state-dir", str(state), *args),
+                 {**self.env(), **(env or {})}, name="dbus-sma")
         self.procs.append(p)
         self.bridge = p
         p.wait_for("registered .* settings", 20)

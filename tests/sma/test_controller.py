@@ -213,6 +213,12 @@ def test_dc_coupled_solar_currents_never_compared(clock: Clock) -> None:
 def test_voltage_compared_with_the_sunny_islands(clock: Clock) -> None:
     ctl = Controller(clock)
     run(ctl, clock, Inputs(CFG), 2)
+    # a mismatch shorter than PlausibleVoltageTime (10 s) is a load step, not implausible
+    for _ in range(10):   # first seen at t, still < 10 s at t + 9
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=55.0, current=0.0)
+        out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
+        assert out.implausible == "" and out.level == Level.NORMAL
     clock.t += 1
     si = SiMeasurement(at=clock.t, voltage=55.0, current=0.0)
     out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
@@ -222,11 +228,18 @@ def test_voltage_compared_with_the_sunny_islands(clock: Clock) -> None:
     si = SiMeasurement(at=clock.t, voltage=54.4, current=0.0)  # within 2.5 V
     out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
     assert out.implausible == "" and out.level == Level.NORMAL
-    # an old SI measurement is not used
-    clock.t += 10
-    si = SiMeasurement(at=clock.t - 6, voltage=60.0, current=0.0)
-    out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
-    assert out.implausible == ""
+    # old measurements (either side) are not compared
+    for _ in range(15):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t - 6, voltage=60.0, current=0.0)
+        out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
+        assert out.implausible == ""
+    b = batt(clock, voltage=52.0)
+    for _ in range(8):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=49.0, current=-300.0)
+        out = ctl.step(Inputs(CFG, battery=b, si=si))
+        assert out.implausible == ""
 
 
 def test_temperature_rules(clock: Clock) -> None:
