@@ -102,13 +102,18 @@ def _raw(sig: Any, value: float | None, invalid: int | None) -> int:
         return invalid
     if not math.isfinite(value):
         raise ValueError(f"{sig.name}: {value} is not finite")
-    raw = round(value / sig.scale)
     lo = -(1 << (sig.length - 1)) if sig.is_signed else 0
     hi = (1 << (sig.length - 1)) - 1 if sig.is_signed else (1 << sig.length) - 1
     if invalid is not None and invalid in (lo, hi):
         # never let a real value be sent as the invalid marker
         lo, hi = (lo + 1, hi) if invalid == lo else (lo, hi - 1)
-    return max(lo, min(hi, raw))
+    # saturate before rounding: a huge finite value divided by the scale can overflow
+    q = value / sig.scale
+    if not q < hi:
+        return hi
+    if not q > lo:
+        return lo
+    return max(lo, min(hi, round(q)))
 
 
 def encode_signals(frame_id: int, values: Mapping[str, float | None]) -> can.Message:
