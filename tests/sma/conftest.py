@@ -178,6 +178,27 @@ class SmaSystem:
         raise AssertionError(f"{path} = {v!r} did not match within {timeout} s")
 
 
+#: measured detection times of the input faults (rendered into docs/RELIABILITY.md by
+#: bench/reliability_report.py)
+RESULTS = Path(__file__).resolve().parents[2] / "artifacts" / "faults" / "sma_inputs.json"
+
+
+def record(key: str, *, fault: str, expected: str, detect: float | None, signal: str,
+           note: str = "") -> None:
+    """Merge one measured fault into ``artifacts/faults/sma_inputs.json``."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[key] = {"fault": fault, "expected": expected,
+                 "detect": None if detect is None else round(detect, 2), "signal": signal,
+                 "note": note, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(RESULTS)
+
+
 def limits(msg: can.Message) -> dict[str, Any]:
     """0x351 decoded with the tests' own hand-written layout (sim/sma/wire.py)."""
     lim = wire.decode_351(bytes(msg.data))

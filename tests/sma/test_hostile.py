@@ -10,7 +10,7 @@ import time
 
 import dbus
 
-from tests.sma.conftest import SmaSystem, alarms_of, is_351, limits
+from tests.sma.conftest import SmaSystem, alarms_of, is_351, limits, record
 
 NAN = float("nan")
 INF = float("inf")
@@ -39,10 +39,15 @@ def test_nan_and_inf_over_dbus_never_pause_0x351(sma: SmaSystem) -> None:
             time.sleep(2.2)  # two polls with the hostile value
             sma.set_battery(path, 20.0 if path == "/Dc/0/Temperature" else 100.0)
             sma.set_battery("/Test/Hold", 0)
-    gaps_ok(sma, t0)
+    worst = gaps_ok(sma, t0)
     assert sma.bridge.proc.poll() is None
     assert "Traceback" not in sma.bridge.output
     assert sma.vebus("/CanBridge/BuildFailures") == 0
+    record("nan_inf", fault="NaN / ±inf in the battery's /Dc/0/Temperature, /Soh, "
+           "/InstalledCapacity (9 values, 2 s each)",
+           expected="invalid at the edge; temperature falls back to the Sunny Island's 0x305; "
+           "no build failure; 0x351 never pauses", detect=None,
+           signal="nothing to detect", note=f"0x351 gap max {worst:.2f} s")
 
 
 def test_strings_empty_arrays_and_bools_are_invalid_not_open_limits(sma: SmaSystem) -> None:
@@ -57,12 +62,16 @@ def test_strings_empty_arrays_and_bools_are_invalid_not_open_limits(sma: SmaSyst
                  sma.tap.mark())
     t0 = time.monotonic()
     empty = dbus.Array([], signature="i")
+    detect: list[float] = []
     for path, bad in (("/Info/MaxChargeCurrent", "lots"), ("/Info/MaxChargeCurrent", empty),
                       ("/Io/AllowToCharge", empty), ("/Io/AllowToCharge", 2),
                       ("/Alarms/HighChargeCurrent", "x")):
+        mark = sma.tap.mark()
+        t_set = time.monotonic()
         sma.set_battery(path, bad)
-        sma.tap.wait(lambda m: is_351(m) and limits(m)["ChargeCurrentLimit"] == 0, 4,
-                     sma.tap.mark())
+        t, _ = sma.tap.wait(lambda m: is_351(m) and limits(m)["ChargeCurrentLimit"] == 0, 4,
+                            mark)
+        detect.append(t - t_set)
         # (identical log lines are rate-limited by the logging setup: look from the start)
         sma.bridge.wait_for(f"publishes invalid .*{path.lstrip('/')}.*no charging", 4)
         sma.set_battery(path, {"/Info/MaxChargeCurrent": 150.0, "/Io/AllowToCharge": 1,
@@ -75,8 +84,13 @@ def test_strings_empty_arrays_and_bools_are_invalid_not_open_limits(sma: SmaSyst
     time.sleep(2.5)
     _, m = sma.tap.wait(is_351, 2, sma.tap.mark())
     assert limits(m)["ChargeCurrentLimit"] > 0
-    gaps_ok(sma, t0)
+    worst = gaps_ok(sma, t0)
     assert "Traceback" not in sma.bridge.output
+    record("invalid_values", fault="a string, an empty array or 2 in /Info/MaxChargeCurrent, "
+           "/Io/AllowToCharge, /Alarms/HighChargeCurrent",
+           expected="invalid safety value: CCL 0 and a log line naming the path; back when valid",
+           detect=max(detect), signal="first 0x351 with CCL 0 (worst of 5)",
+           note=f"0x351 gap max {worst:.2f} s")
 
 
 def test_frozen_battery_values_stop_charging(sma: SmaSystem) -> None:
@@ -92,8 +106,11 @@ def test_frozen_battery_values_stop_charging(sma: SmaSystem) -> None:
                              lambda v: v is not None and "unchanged" in v, 75)
     assert time.monotonic() - t0 >= 55
     assert "battery values unchanged for 1 min" in reasons
-    _, m = sma.tap.wait(is_351, 2, sma.tap.mark())
+    t, m = sma.tap.wait(is_351, 2, sma.tap.mark())
     assert limits(m)["ChargeCurrentLimit"] == 0
+    record("frozen", fault="battery service answers, values never change (FrozenDataTime 60 s)",
+           expected="no charging after FrozenDataTime, reason on /CanBridge/ChargeReasons",
+           detect=t - t0, signal="0x351 with CCL 0 after the values froze")
     sma.set_battery("/Test/Hold", 0)
     sma.tap.wait(lambda x: is_351(x) and limits(x)["ChargeCurrentLimit"] > 0, 10,
                  sma.tap.mark())
@@ -107,9 +124,15 @@ def test_exception_in_every_stage_sends_the_safe_set(sma: SmaSystem) -> None:
                      settings={"MaxSendFailureTime": 60.0})
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 10)
     t0 = time.monotonic()
+    detect: list[float] = []
     for stage in ("inputs", "controller", "encoder"):
         mark_log = sma.bridge.mark()
+        mark0 = sma.tap.mark()
+        t_inj = time.monotonic()
         inject.write_text(stage)
+        t_safe, _ = sma.tap.wait(lambda x: is_351(x) and limits(x)["ChargeCurrentLimit"] == 0,
+                                 3, mark0)
+        detect.append(t_safe - t_inj)
         sma.bridge.wait_for(f"building the BMS frames failed .*{stage} stage.*safe set", 4,
                             mark_log)
         mark = sma.tap.mark()
@@ -123,9 +146,14 @@ def test_exception_in_every_stage_sends_the_safe_set(sma: SmaSystem) -> None:
         inject.write_text("")
         sma.tap.wait(lambda x: is_351(x) and limits(x)["ChargeCurrentLimit"] > 0, 10,
                      sma.tap.mark())
-    gaps_ok(sma, t0)
+    worst = gaps_ok(sma, t0)
     assert sma.vebus("/CanBridge/BuildFailures") >= 6
     assert sma.bridge.proc.poll() is None
+    record("stage_exception", fault="exception in the frame build (inputs, controller, "
+           "encoder stage; 2 s each)", expected="safe set (CCL 0, last SoC, alarm bit) every "
+           "tick, logged, counted; normal frames when it stops",
+           detect=max(detect), signal="first 0x351 with CCL 0 (worst of 3 stages)",
+           note=f"0x351 gap max {worst:.2f} s")
 
 
 def test_repeated_build_failure_exits_for_the_supervisor(sma: SmaSystem) -> None:
@@ -139,7 +167,11 @@ def test_repeated_build_failure_exits_for_the_supervisor(sma: SmaSystem) -> None
     inject.write_text("controller")
     sma.bridge.proc.wait(20)
     assert sma.bridge.proc.returncode == 1
-    assert 4.0 <= time.monotonic() - t0 < 12.0
+    t_exit = time.monotonic() - t0
+    assert 4.0 <= t_exit < 12.0
+    record("build_failing", fault="frame build fails on every tick (MaxSendFailureTime 5 s)",
+           expected="safe set until the limit, then exit 1 for the supervisor",
+           detect=t_exit, signal="process exit")
     assert "injected fault in the controller stage" in sma.bridge.output
     sent = sma.tap.times(0x351, since=t0)
     assert len(sent) >= 4
@@ -156,7 +188,12 @@ def test_exception_in_the_poll_timer_exits_for_the_supervisor(sma: SmaSystem) ->
     inject.write_text("poll")
     sma.bridge.proc.wait(15)
     assert sma.bridge.proc.returncode == 1
-    assert time.monotonic() - t0 < 5.0
+    t_exit = time.monotonic() - t0
+    assert t_exit < 5.0
+    record("poll_exception", fault="exception in the main loop's poll timer",
+           expected="traceback logged, counters persisted, exit 1 for the supervisor "
+           "(PyGObject alone drops the timer silently)", detect=t_exit,
+           signal="process exit")
     out = sma.bridge.output
     assert "Traceback" in out and "injected fault in the poll stage" in out
     assert "dbus-sma poll failed" in out and "exiting so the supervisor restarts us" in out

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures.procs import Proc, python_cmd
 from tests.fixtures.venus import wait_for_name
-from tests.sma.conftest import BATTERY, VEBUS, SmaSystem, is_351, limits, soc_of
+from tests.sma.conftest import BATTERY, VEBUS, SmaSystem, is_351, limits, record, soc_of
 from tests.sma.test_process import FAST_LADDER
 
 SYSTEM = "com.victronenergy.system"
@@ -39,21 +39,23 @@ def test_default_source_is_systemcalcs_active_battery_never_a_vebus(sma: SmaSyst
     start_systemcalc(sma)
     sma.start_bridge(battery=None, settings=FAST_LADDER)
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 15)
-    assert sma.vebus("/CanBridge/BatterySource") == BATTERY
-    assert "ActiveBatteryService" in sma.vebus("/CanBridge/BatterySourceReason")
-    assert BATTERY in json.loads(sma.vebus("/CanBridge/BatteryServices"))
     # systemcalc falls back to the vebus service (ours: instance 261) as the battery
+    t0 = time.monotonic()
     assert sma.call(SYSTEM, "/ActiveBatteryService", "SetValue",
                     "com.victronenergy.vebus/261") == 0
-    reason = sma.wait_vebus("/CanBridge/BatterySourceReason",
-                            lambda v: v is not None and "refused" in v, 5)
-    assert "this bridge's own vebus service" in reason
-    assert sma.vebus("/CanBridge/BatterySource") == ""
     # no BMS data: the ladder escalates (scaled 2/5/10 s) to charge current 0 and a stop
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v is not None and v.startswith("alarm"), 12)
+    t_alarm = time.monotonic() - t0
     _, m = sma.tap.wait(is_351, 3, sma.tap.mark())
     assert limits(m)["ChargeCurrentLimit"] == 0
+    reason = sma.vebus("/CanBridge/BatterySourceReason")
+    assert "refused" in reason and "this bridge's own vebus service" in reason
+    assert sma.vebus("/CanBridge/BatterySource") == ""
     sma.tap.wait(lambda m: m.arbitration_id == 0x35C and m.data[0] == 2, 15, sma.tap.mark())
+    record("own_vebus_source", fault="systemcalc's /ActiveBatteryService becomes this "
+           "bridge's own vebus (no battery monitor)", expected="refused, reason published; "
+           "no BMS data goes through the ladder (scaled 2/5/10 s): CCL 0, stop",
+           detect=t_alarm, signal="ladder alarm, CCL 0 (StaleAlarmTime 5 s)")
     # a vebus service named in the setting is refused too
     sma.set_setting("BatteryService", VEBUS)
     sma.wait_vebus("/CanBridge/BatterySourceReason",
@@ -64,6 +66,9 @@ def test_default_source_is_systemcalcs_active_battery_never_a_vebus(sma: SmaSyst
                     "com.victronenergy.battery/512") == 0
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 10)
     sma.si.wait_for("started by 0x35C", 15)
+    assert sma.vebus("/CanBridge/BatterySource") == BATTERY
+    assert "ActiveBatteryService" in sma.vebus("/CanBridge/BatterySourceReason")
+    assert BATTERY in json.loads(sma.vebus("/CanBridge/BatteryServices"))
     assert "Traceback" not in sma.bridge.output
 
 
