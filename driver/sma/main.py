@@ -367,6 +367,7 @@ class Bridge:
         snap = self.si.snapshot()
         self.sender.set_inputs(replace(self.sender.inputs, si=snap.measurement(now)))
         self._read_battery()
+        self._refresh_dvcc()
         self._integrate(snap, now)
         self._publish()
         return True
@@ -418,6 +419,33 @@ class Bridge:
                             timeout=POLL_S * 2)
         except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
             failed(str(exc))
+
+    def _refresh_dvcc(self) -> None:
+        """Keep DVCC's written limits alive while systemcalc runs with DVCC on.
+
+        systemcalc rewrites its limits every few seconds, but velib calls our write callback
+        only when a value *changes*, so a steady limit looks unrefreshed. systemcalc
+        answering ``/Control/Dvcc`` = 1 is the refresh instead; when it stops answering (or
+        DVCC is switched off) the written values expire after ``DvccTimeout``.
+        """
+        if not self._dvcc.written:
+            return
+        from driver.venus.reader import get_value_async
+
+        def got(value: Any) -> None:
+            if safety.parse_flag(value) is True:
+                now = time.monotonic()
+                written = {k: now for k in self._dvcc.written
+                           if getattr(self._dvcc, k) is not None}
+                self._dvcc = replace(self._dvcc, written=written)
+                self.sender.set_inputs(replace(self.sender.inputs, dvcc=self._dvcc))
+
+        try:
+            get_value_async(self.app.bus, self.app.velib, SYSTEM_SERVICE, "/Control/Dvcc",
+                            on_value=guarded(got, "DVCC state reply"),
+                            on_error=lambda _why: None, timeout=POLL_S * 2)
+        except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
+            log.debug("cannot ask systemcalc for /Control/Dvcc: %s", exc)
 
     def _set_source(self, service: str, reason: str) -> None:
         if (service, reason) != (self.source, self.source_reason):

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         svc.add_path(where.get(path, path), value, writeable=True)
     if args.system:
         svc.add_path("/ActiveBatteryService", args.active, writeable=True)
+        svc.add_path("/Control/Dvcc", 1, writeable=True)
     svc.register()
     log.info("battery service %s registered", name)
 

@@ -181,6 +181,33 @@ def test_dvcc_without_a_bms(sma: SmaSystem) -> None:
     assert sma.call(VEBUS, "/Dc/0/MaxChargeCurrent", "SetValue", -5.0) != 0
 
 
+def test_dvcc_limits_stay_while_systemcalc_runs(sma: SmaSystem) -> None:
+    """velib calls the write callback only when a value changes, so systemcalc rewriting a
+    steady limit is invisible; systemcalc answering /Control/Dvcc = 1 keeps it alive."""
+    from tests.sma.test_sources_and_link import start_systemcalc
+
+    sma.start_si()
+    sma.start_battery()
+    sysc = start_systemcalc(sma)
+    sma.start_bridge(settings={"DvccTimeout": 10.0, "CurrentSlewRate": 100.0})
+    sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 10)
+    assert sma.call(VEBUS, "/BatteryOperationalLimits/MaxChargeCurrent", "SetValue",
+                    12.0) == 0
+    # systemcalc "rewrites" the same value: no change, no callback
+    for _ in range(15):
+        assert sma.call(VEBUS, "/BatteryOperationalLimits/MaxChargeCurrent", "SetValue",
+                        12.0) == 0
+        time.sleep(1.0)
+    _, m = sma.tap.wait(is_351, 2, sma.tap.mark())
+    assert 0 < limits(m)["ChargeCurrentLimit"] <= 12.0   # still applies after 15 s
+    sysc.stop()   # systemcalc gone: the limit expires
+    t0 = time.monotonic()
+    t, _ = sma.tap.wait(lambda x: is_351(x) and limits(x)["ChargeCurrentLimit"] > 12.0, 20,
+                        sma.tap.mark())
+    assert t - t0 <= 13.0
+    sma.bridge.wait_for("DVCC has not refreshed max_charge_current", 5)
+
+
 def test_stale_step_keeps_a_clusters_loads(sma: SmaSystem) -> None:
     """A three-phase cluster inverting 15 kW (about 290 A) keeps its loads 10 s into stale
     battery data (the old 50 A stale default cut them)."""
