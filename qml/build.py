@@ -157,6 +157,44 @@ def v2_item(setting: Setting) -> list[str]:
     raise BuildError(f"{setting.path}: no gui-v2 control for widget '{setting.widget}'")
 
 
+#: read-only rows after a setting: what dbus-sma actually uses, from its vebus service
+#: (``/CanBridge/*``; docs/sma.md "Battery source and SoC source")
+IN_USE = {"Sma/BatteryService": ("BatterySource", "Battery source in use"),
+          "Sma/SocService": ("SocSource", "State of charge source in use")}
+#: dbus-sma's vebus service name without the CAN interface (main.py: canbridge_sma_<iface>)
+SMA_VEBUS = "com.victronenergy.vebus.canbridge_sma_"
+IFACE_EXPR = 'String({} || "can1").replace(/[^A-Za-z0-9_]/g, "_")'
+
+
+def v2_in_use(setting: Setting) -> list[str]:
+    """gui-v2: the value dbus-sma uses for ``setting`` (empty list if none)."""
+    if setting.key not in IN_USE:
+        return []
+    path, label = IN_USE[setting.key]
+    ident = "inUse" + path
+    iface = IFACE_EXPR.format("text_Sma_CanInterface.secondaryText")
+    uid = ('Global.systemSettings.serviceUid.replace("com.victronenergy.settings", '
+           f'{qstr(SMA_VEBUS)} + {iface}) + {qstr("/CanBridge/" + path)}')
+    return ["ListText {", f"\tobjectName: {qstr(ident)}", f"\ttext: {tr(label)}",
+            f"\tsecondaryText: {ident}Item.value ? String({ident}Item.value) : {tr('none')}",
+            "", "\tVeQuickItem {", f"\t\tid: {ident}Item", f"\t\tuid: {uid}", "\t}", "}"]
+
+
+def classic_in_use(setting: Setting) -> list[str]:
+    """Classic gui: the value dbus-sma uses for ``setting`` (empty list if none)."""
+    if setting.key not in IN_USE:
+        return []
+    path, label = IN_USE[setting.key]
+    ident = "inUse" + path
+    iface = IFACE_EXPR.format("edit_Sma_CanInterface.item.value")
+    value = f"({ident}.valid && {ident}.value ? {ident}.value : {tr('none')})"
+    return ["MbSubMenu {",
+            f"\tdescription: {tr(label)} + {qstr(': ')} + {value}",
+            "", "\tVBusItem {", f"\t\tid: {ident}",
+            f"\t\tbind: {qstr(SMA_VEBUS)} + {iface} + {qstr('/CanBridge/' + path)}",
+            "\t}", "}"]
+
+
 def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
             extra: list[str] | None = None) -> str:
     """A gui-v2 page with a list of items."""
@@ -197,7 +235,8 @@ def gui_v2_files(schema: Schema, version: str) -> dict[str, str]:
     for group in schema.groups:
         settings = schema.in_group(group.id)
         if settings:
-            files[group_page(group)] = v2_page(tr(group.label), [v2_item(s) for s in settings])
+            items = [it for st in settings for it in (v2_item(st), v2_in_use(st)) if it]
+            files[group_page(group)] = v2_page(tr(group.label), items)
     names = " || ".join(f"name === {qstr(n)}" for n in OUR_PROCESS_NAMES)
     extra = [
         "// 0xBA77 is shared with other battery drivers: offer settings only for ours.",
@@ -244,7 +283,8 @@ def classic_item(setting: Setting) -> list[str]:
         return ["MbSwitch {", f"\tname: {tr(setting.label)}", f"\tbind: {bind}", "}"]
     if setting.widget in ("text", "nodelist"):
         maxlen = setting.maxlength if setting.maxlength is not None else 255
-        return ["MbEditBox {", f"\tdescription: {tr(setting.label)}", f"\titem.bind: {bind}",
+        return ["MbEditBox {", "\tid: edit_" + re.sub(r"\W", "_", setting.key),
+                f"\tdescription: {tr(setting.label)}", f"\titem.bind: {bind}",
                 f"\tmaximumLength: {maxlen}", "}"]
     raise BuildError(f"{setting.path}: no classic control for widget '{setting.widget}'")
 
@@ -275,8 +315,8 @@ def classic_files(schema: Schema) -> dict[str, str]:
         if not settings:
             continue
         name = classic_page(group)
-        files[name + ".qml"] = classic_page_text(tr(group.label),
-                                                 [classic_item(s) for s in settings])
+        items = [it for st in settings for it in (classic_item(st), classic_in_use(st)) if it]
+        files[name + ".qml"] = classic_page_text(tr(group.label), items)
         menu.append(classic_menu_entry(group.label, name))
     files[CLASSIC_MENU_PAGE + ".qml"] = classic_page_text(qstr(PLUGIN_NAME), menu)
     files[CLASSIC_SNIPPET] = "\n".join(

@@ -394,8 +394,11 @@ def test_classic_pages_render(built: qbuild.BuildResult, schema: Schema,
                 pv.fit_height(page, 32)
                 pv.grab(f"classic-{f.stem}")
     bound = {k[1] for k in store.values if k[1].startswith("/Settings/")}
-    attached = {k[1] for k in backend.items}
+    attached = {k[1] for k in backend.items if k[1].startswith("/Settings/")}
     assert attached == bound, sorted(bound ^ attached)
+    # plus the read-only "in use" rows of dbus-sma's battery and SoC source
+    assert {k[1] for k in backend.items} - attached == {"/CanBridge/BatterySource",
+                                                        "/CanBridge/SocSource"}
 
 
 # --------------------------------------------------------------------------- round trip
