@@ -363,3 +363,66 @@ def test_missing_values_are_no_data_not_implausible(clock: Clock) -> None:
     out = ctl.step(Inputs(CFG, battery=batt(clock, soc=None)))
     assert ctl.good_at == good_at and out.implausible == ""
     assert out.level == Level.STALE
+
+
+def test_unknown_temperature_is_no_charging_not_full_current(clock: Clock) -> None:
+    """Issue 11: temperature_factor(None) was 1.0 (full charge current)."""
+    assert Controller.temperature_factor(None, CFG) == 0.0
+    ctl = Controller(clock)
+    out = run(ctl, clock, Inputs(CFG), 3, temperature=None)
+    assert out.values.ccl == 0 and "temperature unknown" in out.reasons
+    # the Sunny Island's own 0x305 temperature is the fallback while fresh
+    clock.t += 1
+    si = SiMeasurement(at=clock.t, voltage=52.0, current=0.0, temperature=15.0)
+    out = ctl.step(Inputs(CFG, battery=batt(clock, temperature=None), si=si))
+    assert out.values.ccl == 100.0 and out.values.temperature == 15.0
+    clock.t += 6  # 0x305 older than 5 s: unknown again
+    out = ctl.step(Inputs(CFG, battery=batt(clock, temperature=None), si=si))
+    assert out.values.ccl == 0
+    # a cold cell counts even when the pack reads warm (the lowest temperature known)
+    out = run(ctl, clock, Inputs(CFG), 1, temperature=20.0, cell_temperature_min=-1.0)
+    assert out.values.ccl == 0
+
+
+def test_tail_current_only_at_target_voltage(clock: Clock) -> None:
+    """Issue 13's reproduction: 3 s in the taper band, then discharge: the old code declared
+    absorption done ConditionTime later (a discharge current is below the tail current)."""
+    cfg = replace(CFG, condition_time=30.0, absorption_time=60.0)
+    ctl = Controller(clock)
+    run(ctl, clock, Inputs(cfg), 2, voltage=53.0, current=50.0)
+    out = run(ctl, clock, Inputs(cfg), 3, voltage=56.6, current=30.0)
+    assert out.phase == Phase.ABSORPTION
+    out = run(ctl, clock, Inputs(cfg), 120, voltage=52.5, current=-40.0)
+    assert out.phase == Phase.ABSORPTION and not out.absorption_done
+    # at the target with a small current: the tail condition ends it
+    out = run(ctl, clock, Inputs(cfg), 31, voltage=56.7, current=5.0)
+    assert out.phase == Phase.FLOAT and out.absorption_done
+
+
+def test_phases_follow_the_cvl_actually_sent(clock: Clock) -> None:
+    """Battery cap 55.2 V under AbsorptionVoltage 56.8 V: absorption at 55.2 V."""
+    cfg = replace(CFG, condition_time=5.0)
+    ctl = Controller(clock)
+    out = run(ctl, clock, Inputs(cfg), 2, voltage=54.0, current=50.0, max_charge_voltage=55.2)
+    assert out.phase == Phase.BULK and out.values.cvl == 55.2
+    out = run(ctl, clock, Inputs(cfg), 1, voltage=55.0, current=30.0, max_charge_voltage=55.2)
+    assert out.phase == Phase.ABSORPTION
+    out = run(ctl, clock, Inputs(cfg), 6, voltage=55.2, current=3.0, max_charge_voltage=55.2)
+    assert out.phase == Phase.FLOAT and out.values.cvl == 54.0
+    # the same with a DVCC cap
+    ctl = Controller(clock)
+    inp = Inputs(cfg, dvcc=Dvcc(max_charge_voltage=55.0))
+    run(ctl, clock, inp, 2, voltage=54.0, current=50.0)
+    out = run(ctl, clock, inp, 1, voltage=54.8, current=30.0)
+    assert out.phase == Phase.ABSORPTION
+    out = run(ctl, clock, inp, 6, voltage=55.0, current=3.0)
+    assert out.phase == Phase.FLOAT
+
+
+def test_dvcc_values_expire(clock: Clock) -> None:
+    ctl = Controller(clock)
+    d = Dvcc(max_charge_current=10.0, written={"max_charge_current": clock.t})
+    out = run(ctl, clock, Inputs(CFG, dvcc=d), 2)
+    assert out.values.ccl == 10.0 and out.dvcc_expired == ()
+    out = run(ctl, clock, Inputs(CFG, dvcc=d), CFG.dvcc_timeout)
+    assert out.values.ccl == 100.0 and out.dvcc_expired == ("max_charge_current",)
