@@ -223,6 +223,13 @@ def render(data: dict[str, Any]) -> str:
     out.append("|---|---|---|---|")
     out.extend(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in FIXES)
     out.append("")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sma_inputs_report import section
+
+    if sma := section():
+        out.append(sma)
     out.append(LIMITS)
     return "\n".join(out)
 

@@ -286,6 +286,8 @@ def v2_group_items(settings: list[Setting]) -> list[list[str]]:
         items.append(v2_item(s))
         if is_can_interface_setting(s.key) and s.widget == "text":
             items += can_port_items(s, "text_" + re.sub(r"\W", "_", s.key))
+        if in_use := v2_in_use(s):
+            items.append(in_use)
     return items
 
 
@@ -300,6 +302,45 @@ def v2_refusal_item(schema: Schema, group: Group) -> list[list[str]]:
                      '\tcaption: dataItem.value === undefined ? "" : String(dataItem.value)',
                      '\tpreferredVisible: caption !== ""', "}"]]
     return []
+
+
+#: read-only rows after a setting: what dbus-sma actually uses, from its vebus service
+#: (``/CanBridge/*``; docs/sma.md "Battery source and SoC source")
+IN_USE = {"Sma/BatteryService": ("BatterySource", "Battery source in use"),
+          "Sma/SocService": ("SocSource", "State of charge source in use")}
+#: dbus-sma's vebus service as systemcalc names it (com.victronenergy.system /VebusService: the
+#: vebus service the system uses; on a Sunny Island system the bridge's own). Its name carries
+#: the *resolved* CAN port, which a page cannot know when the setting says "auto".
+SYSTEM_VEBUS_V2 = '(Global.system && Global.system.veBus ? Global.system.veBus.serviceUid : "")'
+
+
+def v2_in_use(setting: Setting) -> list[str]:
+    """gui-v2: the value dbus-sma uses for ``setting`` (empty list if none)."""
+    if setting.key not in IN_USE:
+        return []
+    path, label = IN_USE[setting.key]
+    ident = "inUse" + path
+    uid = f'{SYSTEM_VEBUS_V2} + {qstr("/CanBridge/" + path)}'
+    return ["ListText {", f"\tobjectName: {qstr(ident)}", f"\ttext: {tr(label)}",
+            f"\tsecondaryText: {ident}Item.value ? String({ident}Item.value) : {tr('none')}",
+            "", "\tVeQuickItem {", f"\t\tid: {ident}Item", f"\t\tuid: {uid}", "\t}", "}"]
+
+
+def classic_in_use(setting: Setting) -> list[str]:
+    """Classic gui: the value dbus-sma uses for ``setting`` (empty list if none)."""
+    if setting.key not in IN_USE:
+        return []
+    path, label = IN_USE[setting.key]
+    ident = "inUse" + path
+    value = f"({ident}.valid && {ident}.value ? {ident}.value : {tr('none')})"
+    return ["MbSubMenu {",
+            f"\tdescription: {tr(label)} + {qstr(': ')} + {value}",
+            "", "\tVBusItem {", f"\t\tid: {ident}Service",
+            '\t\tbind: "com.victronenergy.system/VebusService"', "\t}",
+            "", "\tVBusItem {", f"\t\tid: {ident}",
+            f"\t\tbind: {ident}Service.valid ? {ident}Service.value + "
+            f"{qstr('/CanBridge/' + path)} : \"\"",
+            "\t}", "}"]
 
 
 def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
@@ -396,7 +437,8 @@ def classic_item(setting: Setting) -> list[str]:
         return ["MbSwitch {", f"\tname: {tr(setting.label)}", f"\tbind: {bind}", "}"]
     if setting.widget in ("text", "nodelist"):
         maxlen = setting.maxlength if setting.maxlength is not None else 255
-        return ["MbEditBox {", f"\tdescription: {tr(setting.label)}", f"\titem.bind: {bind}",
+        return ["MbEditBox {",
+                f"\tdescription: {tr(setting.label)}", f"\titem.bind: {bind}",
                 f"\tmaximumLength: {maxlen}", "}"]
     raise BuildError(f"{setting.path}: no classic control for widget '{setting.widget}'")
 
@@ -453,6 +495,8 @@ def classic_group_items(settings: list[Setting]) -> list[list[str]]:
             items += [[item[0], f"\tid: {box_id}", *item[1:]], classic_can_choice(s, box_id)]
         else:
             items.append(item)
+        if in_use := classic_in_use(s):
+            items.append(in_use)
     return items
 
 

@@ -119,6 +119,9 @@ def vebus_view(svc: dict[str, Any]) -> dict[str, Any]:
     out["bridge"] = {p: v[p] for p in sorted(v) if p.startswith(SMA_EXTRA_PREFIXES)}
     out["ladder"] = v.get("/CanBridge/Ladder")
     out["charge_phase"] = v.get("/CanBridge/ChargePhase")
+    out["battery_source"] = v.get("/CanBridge/BatterySource")
+    out["battery_source_reason"] = v.get("/CanBridge/BatterySourceReason")
+    out["soc_source"] = v.get("/CanBridge/SocSource")
     out["title"] = out["name"] or out["product"] or svc["service"].rsplit(".", 1)[-1]
     return out
 

@@ -42,6 +42,8 @@ STATIC_PATHS: dict[str, Any] = {
     "/VebusMainState": None, "/VebusError": 0, "/ModeIsAdjustable": 1,
     "/Alarms/LowBattery": 0, "/Alarms/GridLost": 0, "/Alarms/BmsConnectionLost": 0,
     "/Alarms/HighTemperature": 0, "/Alarms/Overload": 0,
+    # systemcalc shows charge-current control (DVCC) only for a vebus with the BOL frame
+    "/FirmwareFeatures/BolFrame": 1,
     "/Sma/ActiveError": None, "/Sma/OperatingState": None, "/Sma/ChargeVoltageSetpoint": None,
     "/Sma/Flags": None, "/Sma/PvPower": None,
     "/CanBridge/Ladder": None, "/CanBridge/ChargePhase": None, "/CanBridge/DataAge": None,

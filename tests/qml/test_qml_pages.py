@@ -544,6 +544,9 @@ def test_classic_pages_render(built: qbuild.BuildResult, schema: Schema,
 
     d = classic_dir(built, tmp_path)
     store = _memory_store(schema)
+    # systemcalc names the vebus service in use; the "in use" rows read dbus-sma's paths there
+    store.values[("com.victronenergy.system", "/VebusService")] = \
+        "com.victronenergy.vebus.canbridge_sma_can1"
     backend = StubBackend(store)
     with page_view(d / "ClassicHarness.qml", [CLASSIC_STUBS]) as pv:
         pv.singleton("com.victron.velib", "StubBus").setProperty("_stubBackend", backend)
@@ -557,8 +560,14 @@ def test_classic_pages_render(built: qbuild.BuildResult, schema: Schema,
     bound = {k[1] for k in store.values if k[1].startswith("/Settings/")}
     # and Venus's list of CAN interfaces, which labels the CAN port choice
     bound.add("/CanBus/Interfaces")
-    attached = {k[1] for k in backend.items}
+    attached = {k[1] for k in backend.items
+                if k[1].startswith("/Settings/") or k[1] == "/CanBus/Interfaces"}
     assert attached == bound, sorted(bound ^ attached)
+    # plus the read-only "in use" rows of dbus-sma's battery and SoC source
+    assert {k for k in backend.items if k[1] not in attached} == {
+        ("com.victronenergy.system", "/VebusService"),
+        ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/BatterySource"),
+        ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/SocSource")}
 
 
 def test_classic_pages_offer_the_can_ports_labelled_from_the_gx(

@@ -100,6 +100,9 @@ def main() -> int:
         "/Dc/0/Power": -521.0, "/Dc/0/Temperature": 25.0, "/Soc": 70.0,
         "/Energy/AcIn1ToAcOut": 12.5, "/Energy/InverterToAcOut": 3.25,
         "/CanBridge/Ladder": "normal", "/CanBridge/ChargePhase": "absorption",
+        "/CanBridge/BatterySource": "com.victronenergy.battery.superb_aggregate",
+        "/CanBridge/BatterySourceReason": "systemcalc's /ActiveBatteryService",
+        "/CanBridge/SocSource": "com.victronenergy.battery.ttyS5",
     }
     for p, v in si_paths.items():
         si.add_path(p, v)

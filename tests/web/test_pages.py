@@ -209,6 +209,8 @@ def test_status_api_shows_batteries_and_sunny_island(authed: tuple[Any, str],
     assert si["ac_in"]["L1"]["V"] == 230.0 and si["energy"]["AcIn1ToAcOut"] == 12.5
     assert si["ladder"] == "normal" and si["charge_phase"] == "absorption"
     assert si["bridge"]["/CanBridge/Ladder"] == "normal"
+    assert si["battery_source"] == "com.victronenergy.battery.superb_aggregate"
+    assert si["soc_source"] == "com.victronenergy.battery.ttyS5"
     hist = wait_until(lambda: len(client.get("/api/history").get_json().get(
         b["service"], {}).get("t", [])) >= 3 and client.get("/api/history").get_json(), 5)
     series = hist[b["service"]]

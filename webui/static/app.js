@@ -198,6 +198,9 @@
       v.ladder !== undefined && v.ladder !== null ? el("p", {class: "ladder"},
         el("span", {class: "badge " + (v.ladder === "normal" ? "on" : "off"), text: "Safety ladder: " + v.ladder}),
         " ", v.charge_phase ? el("span", {class: "badge info", text: "Charge phase: " + v.charge_phase}) : null) : null,
+      v.battery_source !== undefined && v.battery_source !== null ? el("p", {class: "source"},
+        "Battery source: " + (v.battery_source || "none") + (v.battery_source_reason ? " (" + v.battery_source_reason + ")" : "")
+        + " · SoC source: " + (v.soc_source || "none")) : null,
       el("div", {class: "big"},
         el("div", {}, el("b", {text: num(v.ac_in_p, 0, "W")}), el("span", {text: "AC in"})),
         el("div", {}, el("b", {text: num(v.ac_out_p, 0, "W")}), el("span", {text: "AC out"})),
