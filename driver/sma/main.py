@@ -40,7 +40,7 @@ SYSTEM_SERVICE = "com.victronenergy.system"
 DEFAULT_STATE_DIR = "/data/conf/canbridge"
 ENERGY_FILE = "sma_energy.json"
 POLL_S = 1.0
-VEBUS_DEFAULT_INSTANCE = 261
+VEBUS_DEFAULT_INSTANCE = 20  # below 256: Modbus-TCP unit ID = instance (docs/paths.md)
 CERBO_VEBUS_INSTANCE = 276
 DVCC_PATHS = {
     "/BatteryOperationalLimits/MaxChargeVoltage": "max_charge_voltage",
@@ -187,15 +187,18 @@ class Bridge:
             connection=f"Sunny Island on {self.get('Sma/CanInterface')}",
             deviceinstance=inst, productid=vebus.PRODUCT_ID, productname=vebus.PRODUCT_NAME,
             firmwareversion=vebus.FIRMWARE_VERSION, hardwareversion=None, connected=1)
-        svc.add_path("/CustomName", "")
+        vebus.CustomName(self.app.settings, uid).add_to(svc)
         svc.add_path("/Serial", uid)
         for path, value in vebus.STATIC_PATHS.items():
-            svc.add_path(path, value)
-        svc.add_path("/Mode", self._mode, writeable=True, onchangecallback=self._mode_written)
+            svc.add_path(path, value, gettextcallback=vebus.text)
+        svc.add_path("/Mode", self._mode, writeable=True, onchangecallback=self._mode_written,
+                     gettextcallback=vebus.text)
         for path in DVCC_PATHS:
-            svc.add_path(path, None, writeable=True, onchangecallback=self._dvcc_written)
+            svc.add_path(path, None, writeable=True, onchangecallback=self._dvcc_written,
+                         gettextcallback=vebus.text)
         for flow in energy.FLOWS:
-            svc.add_path(f"/Energy/{flow}", round(self.counters.kwh[flow], 6))
+            svc.add_path(f"/Energy/{flow}", round(self.counters.kwh[flow], 6),
+                         gettextcallback=vebus.text)
         svc.register()
         self.svc = svc
         log.info("published com.victronenergy.vebus.%s (instance %d)", uid, inst)
