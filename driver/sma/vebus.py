@@ -265,7 +265,8 @@ def text(path: str, value: Any) -> str:
         return enum.get(int(value), str(value))
     for rx, fmt in _FORMATS:
         if rx.match(path):
-            return fmt.format(value)
+            out = fmt.format(value)
+            return out[1:] if re.match(r"-0(\.0*)?[^\d.]", out) else out  # no "-0.0A"
     return str(value)
 
 

@@ -26,13 +26,14 @@ PROCESS = "dbus-superb"
 MANAGER_SERVICE = "com.victronenergy.canbridge.superb"
 
 _UNITS = {"/Dc/0/Voltage": ("V", 2), "/Dc/0/Current": ("A", 1), "/Dc/0/Power": ("W", 0),
-          "/Dc/0/Temperature": ("°C", 1), "/Soc": ("%", 1), "/Capacity": ("Ah", 1),
+          "/Dc/0/Temperature": ("°C", 1), "/Soc": ("%", 1), "/Capacity": ("Ah", 0),
           "/InstalledCapacity": ("Ah", 0), "/ConsumedAmphours": ("Ah", 1), "/TimeToGo": ("s", 0),
           "/Info/MaxChargeVoltage": ("V", 2), "/Info/MaxChargeCurrent": ("A", 1),
           "/Info/MaxDischargeCurrent": ("A", 1), "/Info/BatteryLowVoltage": ("V", 2),
           "/System/MinCellVoltage": ("V", 3), "/System/MaxCellVoltage": ("V", 3),
           "/System/MinCellTemperature": ("°C", 1), "/System/MaxCellTemperature": ("°C", 1),
           "/History/TotalAhCharged": ("Ah", 1), "/History/AhReturnedLastCharge": ("Ah", 1),
+          "/History/AhSinceEqualization": ("Ah", 1),
           "/CanBridge/RemainingCapacity": ("Ah", 1)}
 
 #: Default VRM device instance of every CanBridge battery: below 256, so dbus_modbustcp
