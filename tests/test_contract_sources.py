@@ -95,7 +95,8 @@ def test_claimed_consumers_match_the_pinned_sources(cls: str) -> None:
                 errors.append(f"{path}: read by gui-v2 {f}, not claimed")
         custom = path.startswith(tuple(CONTRACTS[cls]["custom_prefixes"]))
         if cons.get("vrm") == custom:
-            errors.append(f"{path}: vrm flag {cons.get('vrm')} for a {'custom' if custom else 'standard'} path")
+            kind = "custom" if custom else "standard"
+            errors.append(f"{path}: vrm flag {cons.get('vrm')} for a {kind} path")
     assert not errors, "\n".join(errors)
 
 
