@@ -221,3 +221,14 @@ def test_pin_script_extracts_from_git_mirrors(tmp_path: Path) -> None:
     paths = got["recordings"]["dbus-recorder_bms.tsv"]["paths"]
     assert paths == {"/Soc": {"type": "DOUBLE", "text": "98.8%"},
                      "/Dc/0/Temperature": {"type": "ARRAY", "text": ""}}
+
+
+def test_docs_table_is_the_contract() -> None:
+    """docs/paths.md carries the contract as tables, generated from the contract files."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import pin_contract
+    finally:
+        sys.path.pop(0)
+    doc = (ROOT / "docs" / "paths.md").read_text(encoding="utf-8")
+    assert pin_contract.render_tables() in doc, "run: python scripts/pin_contract.py --table"
