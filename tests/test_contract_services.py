@@ -182,3 +182,54 @@ def test_vebus_service_follows_the_contract(sma: SmaSystem) -> None:  # noqa: F8
     errors += check_writes(bus, VEBUS, "vebus", "vebus", got)
     assert not errors, "\n".join(errors)
     assert "Traceback" not in sma.bridge.output
+
+
+def test_the_demo_follows_the_contract() -> None:
+    """``make demo`` (sim.demo): its aggregate battery, batteries and Sunny Island."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "sim.demo", "--duration", "90",
+                             "--web-port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    bus = None
+    try:
+        assert proc.stdout is not None
+        address = ""
+        deadline = time.monotonic() + 60
+        while not address and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("DBUS_SESSION_BUS_ADDRESS="):
+                address = line.split("=", 1)[1].strip()
+        assert address, "the demo printed no bus address"
+        bus = dbus.bus.BusConnection(address)
+        deadline = time.monotonic() + 60
+        vebus = ""
+        while time.monotonic() < deadline:
+            names = [str(n) for n in bus.list_names()]
+            vebus = next((n for n in names if n.startswith("com.victronenergy.vebus.")), "")
+            if vebus and AGGREGATE in names and battery_service(1) in names:
+                break
+            time.sleep(0.5)
+        errors = check("battery", "aggregate",
+                       wait_valid(bus, AGGREGATE, "battery", "aggregate", 45))
+        errors += check("battery", "battery",
+                        wait_valid(bus, battery_service(1), "battery", "battery", 30),
+                        absent_scopes=("battery-individual",))
+        errors += check("vebus", "vebus", wait_valid(bus, vebus, "vebus", "vebus", 30))
+        assert not errors, "\n".join(errors)
+    finally:
+        if bus is not None:
+            bus.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the demo stops its own children
+        proc.wait(timeout=60)
