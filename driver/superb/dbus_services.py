@@ -199,7 +199,8 @@ def aggregate_system(values: Mapping[str, Any], cells: list[Any],
     """The aggregate's System page rows: the members are one parallel bank."""
     n = count if isinstance(count, int) and count > 0 else None
     known = {c for c in cells if isinstance(c, int)}
-    same = len(known) == 1 and n is not None and len(cells) == n
+    same = len(known) == 1 and n is not None and len(cells) == n \
+        and all(isinstance(c, int) for c in cells)
     return {"/System/BatteriesParallel": n, "/System/BatteriesSeries": 1 if n else None,
             "/System/NrOfCellsPerBattery": known.pop() if same else None}
 
