@@ -56,6 +56,15 @@ def test_aggregate_publishes_history_of_its_members(superb: System) -> None:  # 
         assert c.value(battery_service(node), "/History/ChargeCycles") == cycles
     # AhSinceEqualization does not combine: not on the aggregate at all
     assert "/History/AhSinceEqualization" not in c.items(AGGREGATE)
+    # an offline battery counts with what it last reported: history does not run back
+    sim.cmd("vanish 2")
+    # (the aggregate is recomputed right after the member's own update, on the same loop)
+    c.wait_value(battery_service(2), "/Connected", lambda v: v == 0, 10)
+    c.wait_value(AGGREGATE, "/System/NrOfModulesOffline", lambda v: v == 1, 10)
+    agg = c.items(AGGREGATE)
+    assert agg["/History/ChargeCycles"] == 25
+    assert agg["/History/AhReturnedLastCharge"] == pytest.approx(44.5, abs=0.2)
+    assert agg["/System/NrOfCellsPerBattery"] == 4
 
 
 def test_every_battery_publishes_state(superb: System) -> None:  # noqa: F811

@@ -81,6 +81,7 @@ class BatteryService:
         self.svc = svc
         self.instance = instance
         self.history: dict[str, float] = {}
+        self.cells: int | None = None
         _SERVICES.setdefault(id(app), {})[uid] = self
         log.info("published %s (instance %d)", self.name, instance)
 
@@ -106,9 +107,12 @@ class BatteryService:
         """The Venus-contract paths derived from ``values`` (docs/paths.md): ``/State``,
         ``/Capacity`` as the Lynx publishes it, short cell ids, the aggregate's ``/System``
         rows and ``/History``. Overrides win over ``values``."""
+        # last known: an offline battery keeps its history and cell count (neither runs back)
         for path in HISTORY_PATHS:
             if values.get(path) is not None:
                 self.history[path] = float(values[path])
+        if isinstance(values.get("/System/NrOfCellsPerBattery"), int):
+            self.cells = int(values["/System/NrOfCellsPerBattery"])
         out: dict[str, Any] = {}
         out["/State"] = battery_state(values, connected, self.is_aggregate)
         if "/Capacity" in self.paths:
@@ -117,21 +121,13 @@ class BatteryService:
         if self.is_aggregate:
             members = [m for m in _SERVICES.get(id(self.app), {}).values() if not m.is_aggregate]
             count = values.get("/System/NrOfBatteries")
-            out.update(aggregate_system(values, [m.svc_values("/System/NrOfCellsPerBattery")
-                                                 for m in members], count))
+            out.update(aggregate_system(values, [m.cells for m in members], count))
             out.update(aggregate_history([m.history for m in members], count))
             for path in CELL_ID_PATHS:
                 short, long_ = cell_id(values.get(path))
                 out[path] = short
                 out["/CanBridge/" + path.rsplit("/", 1)[1]] = long_
         return {k: v for k, v in out.items() if k in self.contract_paths or k in self.paths}
-
-    def svc_values(self, path: str) -> Any:
-        """A published value of this service (None when invalid or absent)."""
-        try:
-            return self.svc[path] if self.svc is not None else None
-        except KeyError:
-            return None
 
     def remove(self) -> None:
         _SERVICES.get(id(self.app), {}).pop(self.uid, None)
