@@ -44,7 +44,7 @@ SYSTEM_SERVICE = "com.victronenergy.system"
 DEFAULT_STATE_DIR = "/data/conf/canbridge"
 ENERGY_FILE = "sma_energy.json"
 POLL_S = 1.0
-VEBUS_DEFAULT_INSTANCE = 261
+VEBUS_DEFAULT_INSTANCE = 20  # below 256: Modbus-TCP unit ID = instance (docs/paths.md)
 CERBO_VEBUS_INSTANCE = 276
 #: diagnostics paths of this module (battery source, SoC source, sender, receive)
 EXTRA_PATHS: dict[str, Any] = {
@@ -310,14 +310,15 @@ class Bridge:
             connection=f"Sunny Island on {self.get('Sma/CanInterface')}",
             deviceinstance=inst, productid=vebus.PRODUCT_ID, productname=vebus.PRODUCT_NAME,
             firmwareversion=vebus.FIRMWARE_VERSION, hardwareversion=None, connected=1)
-        svc.add_path("/CustomName", "")
+        vebus.CustomName(self.app.settings, uid).add_to(svc)
         svc.add_path("/Serial", uid)
         for path, value in vebus.STATIC_PATHS.items():
-            svc.add_path(path, value)
+            svc.add_path(path, value, gettextcallback=vebus.text)
         for path, value in EXTRA_PATHS.items():
             svc.add_path(path, value)
         svc.add_path("/Mode", self._mode, writeable=True,
-                     onchangecallback=guarded(self._mode_written, "/Mode write"))
+                     onchangecallback=guarded(self._mode_written, "/Mode write"),
+                     gettextcallback=vebus.text)
         # the CAN interfaces of this GX and why the link is not open (docs/install.md)
         svc.add_path("/CanBridge/CanInterfaces", "[]")
         svc.add_path("/CanBridge/CanError", "")
@@ -327,9 +328,11 @@ class Bridge:
             initial = self.config.max_charge_current if path == "/Dc/0/MaxChargeCurrent" \
                 else None
             svc.add_path(path, initial, writeable=True,
-                         onchangecallback=guarded(self._dvcc_written, "DVCC write"))
+                         onchangecallback=guarded(self._dvcc_written, "DVCC write"),
+                         gettextcallback=vebus.text)
         for flow in energy.FLOWS:
-            svc.add_path(f"/Energy/{flow}", round(self.counters.kwh[flow], 6))
+            svc.add_path(f"/Energy/{flow}", round(self.counters.kwh[flow], 6),
+                         gettextcallback=vebus.text)
         svc.register()
         self.svc = svc
         self._own = (f"com.victronenergy.vebus.{uid}", f"com.victronenergy.vebus/{inst}")
