@@ -59,7 +59,7 @@ NODELIST_PATTERN = r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$"
 # values"): the SuperB driver on com.victronenergy.canbridge.superb (its uid made from the
 # settings service's: "dbus/com.victronenergy..." or "mqtt/<class>/0"), the SMA driver on its
 # vebus service (gui-v2's system vebus service; absent: nothing shown).
-REFUSAL_PATH = "/Settings/LastRefusal"
+REFUSAL_PATH = "/CanBridge/LastRefusal"
 REFUSAL_SOURCES = {
     "Superb/": ('Global.systemSettings.serviceUid.replace("com.victronenergy.settings", '
                 '"com.victronenergy.canbridge.superb").replace("settings/0", "canbridge/0")'),

@@ -143,7 +143,7 @@ def status(backend: Any) -> dict[str, Any]:
 
 def refusals(services: list[dict[str, Any]], now: float,
              local: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The settings the drivers refused, as they publish them (``/Settings/Refusals``;
+    """The settings the drivers refused, as they publish them (``/CanBridge/Refusals``;
     docs/web.md "Refused values"): setting, value refused, value in force, rule, and when
     (wall clock, from the machine-wide monotonic clock the driver stamps it with)."""
     import time
@@ -151,7 +151,7 @@ def refusals(services: list[dict[str, Any]], now: float,
     seen: dict[str, dict[str, Any]] = {r["setting"]: r for r in local or []}
     mono_now = time.monotonic()
     for svc in services:
-        raw = svc["values"].get("/Settings/Refusals")
+        raw = svc["values"].get("/CanBridge/Refusals")
         try:
             items = json.loads(raw) if isinstance(raw, str) else []
         except ValueError:

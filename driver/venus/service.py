@@ -36,7 +36,7 @@ def register_settings_publisher(publisher: SettingsPublisher) -> None:
 
     :class:`driver.venus.settings.LiveSettings` registers itself, so every driver's own
     service (``com.victronenergy.canbridge.*``, ``com.victronenergy.vebus.*``) carries
-    ``/Settings/Refusals``, ``/Settings/LastRefusal`` and ``/Settings/RefusalCount`` without a
+    ``/CanBridge/Refusals``, ``/CanBridge/LastRefusal`` and ``/CanBridge/RefusalCount`` without a
     line in the driver.
     """
     _publishers.add(publisher)

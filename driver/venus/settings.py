@@ -51,9 +51,9 @@ BUSITEM = "com.victronenergy.BusItem"
 GX_STATE_DIR = Path("/data/conf/canbridge")
 GX_VERSION_FILE = Path("/opt/victronenergy/version")
 #: paths a driver publishes its refusals on (see :meth:`LiveSettings.publish_on`)
-REFUSALS_PATH = "/Settings/Refusals"
-LAST_REFUSAL_PATH = "/Settings/LastRefusal"
-REFUSAL_COUNT_PATH = "/Settings/RefusalCount"
+REFUSALS_PATH = "/CanBridge/Refusals"
+LAST_REFUSAL_PATH = "/CanBridge/LastRefusal"
+REFUSAL_COUNT_PATH = "/CanBridge/RefusalCount"
 #: a write-back that keeps coming back (another writer fighting us) stops after this many
 #: write-backs of one setting within WRITE_BACK_WINDOW seconds
 WRITE_BACK_LIMIT = 5

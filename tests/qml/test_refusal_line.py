@@ -1,4 +1,4 @@
-"""The gui-v2 pages show the driver's last refused value (issue 14: ``/Settings/LastRefusal``
+"""The gui-v2 pages show the driver's last refused value (issue 14: ``/CanBridge/LastRefusal``
 of com.victronenergy.canbridge.superb for the SuperB pages), and nothing when there is none."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_superb_pages_show_the_last_refusal(tmp_path: Path, refusal: str) -> Non
     doc, rcc = qtkit.register_plugin(built.plugin_json, tmp_path / "rcc")
     try:
         values: dict[Any, Any] = {(SETTINGS, s.path): s.dbus_default() for s in schema}
-        values[(SUPERB, "/Settings/LastRefusal")] = refusal
+        values[(SUPERB, "/CanBridge/LastRefusal")] = refusal
         backend = StubBackend(MemoryStore(values, {}))
         with page_view(HARNESS, [V2_IMPORTS]) as pv:
             glob = pv.singleton("Victron.VenusOS", "Global")
@@ -50,7 +50,7 @@ def test_superb_pages_show_the_last_refusal(tmp_path: Path, refusal: str) -> Non
             line = sub.findChild(QQuickItem, "refusal")
             assert line is not None
             assert QQmlProperty.read(line, "dataItem.uid") == (
-                f"mock/{SUPERB}/Settings/LastRefusal")
+                f"mock/{SUPERB}/CanBridge/LastRefusal")
             assert line.property("caption") == refusal
             assert (line.property("height") > 0) == bool(refusal)
             if refusal:

@@ -128,17 +128,17 @@ def test_refused_value_is_written_back_and_published(host, settings_service):
     assert _set(addr, floatv, dbus.Double(57.5)) == 0  # above absorption 56.8
     _wait(lambda: _get(addr, floatv) == 54.0, what="the value in force written back")
     svc = "com.victronenergy.canbridge.testhost"
-    text = _wait(lambda: _get(addr, "/Settings/LastRefusal", svc), what="the refusal text")
+    text = _wait(lambda: _get(addr, "/CanBridge/LastRefusal", svc), what="the refusal text")
     assert text == ("Sma/FloatVoltage = 57.5 refused: float voltage must not be above "
                     "absorption voltage; 54.0 stays in force")
-    published = json.loads(_get(addr, "/Settings/Refusals", svc))
+    published = json.loads(_get(addr, "/CanBridge/Refusals", svc))
     assert len(published) == 1
     r = published[0]
     assert (r["setting"], r["path"], r["value"], r["in_force"], r["rule"]) == (
         "Sma/FloatVoltage", floatv, 57.5, 54.0,
         "float voltage must not be above absorption voltage")
     assert t0 - 1 <= r["monotonic"] <= time.monotonic() + 1  # one clock for the machine
-    assert _get(addr, "/Settings/RefusalCount", svc) == 1
+    assert _get(addr, "/CanBridge/RefusalCount", svc) == 1
     # no feedback loop: our own write-back comes back as a change to the value in force
     time.sleep(1.0)
     state = host.cmd("refusals", "refusals")
