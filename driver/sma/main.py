@@ -16,6 +16,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ DVCC_PATHS = {
     "/BatteryOperationalLimits/MaxDischargeCurrent": "max_discharge_current",
     "/BatteryOperationalLimits/BatteryLowVoltage": "battery_low_voltage",
     "/Dc/0/MaxChargeCurrent": "dc_max_charge_current",
+}
+#: systemcalc's flag that it still writes these DVCC fields (docs/sma.md, DVCC)
+DVCC_REFRESH: dict[str, tuple[str, ...]] = {
+    "/Control/Dvcc": ("dc_max_charge_current",),
+    "/Control/BmsParameters": ("max_charge_voltage", "max_charge_current",
+                               "max_discharge_current", "battery_low_voltage"),
 }
 BATTERY_ALARMS = ("LowVoltage", "HighVoltage", "LowCellVoltage", "HighCellVoltage",
                   "HighChargeCurrent", "HighDischargeCurrent", "LowTemperature",
@@ -443,31 +450,40 @@ class Bridge:
             failed(str(exc))
 
     def _refresh_dvcc(self) -> None:
-        """Keep DVCC's written limits alive while systemcalc runs with DVCC on.
+        """Keep DVCC's written limits alive while systemcalc still writes them.
 
         systemcalc rewrites its limits every few seconds, but velib calls our write callback
-        only when a value *changes*, so a steady limit looks unrefreshed. systemcalc
-        answering ``/Control/Dvcc`` = 1 is the refresh instead; when it stops answering (or
-        DVCC is switched off) the written values expire after ``DvccTimeout``.
+        only when a value *changes*, so a steady limit looks unrefreshed. What systemcalc
+        publishes about its own writing is the refresh instead (docs/sma.md, DVCC):
+        ``/Control/Dvcc`` = 1 for ``/Dc/0/MaxChargeCurrent`` (written with DVCC on, BMS or
+        not) and ``/Control/BmsParameters`` = 1 for ``/BatteryOperationalLimits/*`` (written
+        only while a BMS is selected: with "No BMS" systemcalc stops writing them and
+        publishes 0). Values whose flag is not 1 — systemcalc gone, hung, DVCC off, no BMS —
+        expire after ``DvccTimeout``.
         """
         if not self._dvcc.written:
             return
         from driver.venus.reader import get_value_async
 
-        def got(value: Any) -> None:
-            if safety.parse_flag(value) is True:
+        def refresh(names: tuple[str, ...]) -> Callable[[Any], None]:
+            def got(value: Any) -> None:
+                if safety.parse_flag(value) is not True:
+                    return
                 now = time.monotonic()
-                written = {k: now for k in self._dvcc.written
+                written = {k: (now if k in names else at)
+                           for k, at in self._dvcc.written.items()
                            if getattr(self._dvcc, k) is not None}
                 self._dvcc = replace(self._dvcc, written=written)
                 self.sender.set_inputs(replace(self.sender.inputs, dvcc=self._dvcc))
+            return got
 
-        try:
-            get_value_async(self.app.bus, self.app.velib, SYSTEM_SERVICE, "/Control/Dvcc",
-                            on_value=guarded(got, "DVCC state reply"),
-                            on_error=lambda _why: None, timeout=POLL_S * 2)
-        except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
-            log.debug("cannot ask systemcalc for /Control/Dvcc: %s", exc)
+        for flag, names in DVCC_REFRESH.items():
+            try:
+                get_value_async(self.app.bus, self.app.velib, SYSTEM_SERVICE, flag,
+                                on_value=guarded(refresh(names), "DVCC state reply"),
+                                on_error=lambda _why: None, timeout=POLL_S * 2)
+            except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
+                log.debug("cannot ask systemcalc for %s: %s", flag, exc)
 
     def _set_source(self, service: str, reason: str) -> None:
         if (service, reason) != (self.source, self.source_reason):

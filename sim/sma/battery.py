@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.system:
         svc.add_path("/ActiveBatteryService", args.active, writeable=True)
         svc.add_path("/Control/Dvcc", 1, writeable=True)
+        # systemcalc publishes 1 while it writes /BatteryOperationalLimits/* (a BMS selected),
+        # 0 with "No BMS" or DVCC off (dbus-systemcalc-py delegates/dvcc.py)
+        svc.add_path("/Control/BmsParameters", 1, writeable=True)
     svc.register()
     log.info("battery service %s registered", name)
 

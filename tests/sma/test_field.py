@@ -208,6 +208,37 @@ def test_dvcc_limits_stay_while_systemcalc_runs(sma: SmaSystem) -> None:
     sma.bridge.wait_for("DVCC has not refreshed max_charge_current", 5)
 
 
+def test_bol_limits_expire_when_systemcalc_stops_writing_them(sma: SmaSystem) -> None:
+    """Real systemcalc with BmsInstance "No BMS" stops writing /BatteryOperationalLimits/*
+    and publishes /Control/BmsParameters 0 while /Control/Dvcc stays 1 (seen with Victron's
+    dbus-systemcalc-py, docs/venus-check.md). The BOL limit written while the BMS was selected
+    must expire then; /Dc/0/MaxChargeCurrent, still written, stays. The old code refreshed
+    every DVCC value on /Control/Dvcc alone and held the BOL limit for ever."""
+    from tests.sma.test_sources_and_link import start_systemcalc
+
+    sma.start_si()
+    sma.start_battery()
+    start_systemcalc(sma)
+    sma.start_bridge(settings={"DvccTimeout": 10.0, "CurrentSlewRate": 100.0})
+    sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 10)
+    assert sma.call(VEBUS, "/BatteryOperationalLimits/MaxChargeCurrent", "SetValue",
+                    12.0) == 0
+    assert sma.call(VEBUS, "/Dc/0/MaxChargeCurrent", "SetValue", 30.0) == 0
+    sma.tap.wait(lambda x: is_351(x) and limits(x)["ChargeCurrentLimit"] <= 12.0, 5,
+                 sma.tap.mark())
+    # the BMS is deselected: systemcalc no longer writes the BOL paths
+    assert sma.call("com.victronenergy.system", "/Control/BmsParameters", "SetValue", 0) == 0
+    t0 = time.monotonic()
+    t, m = sma.tap.wait(lambda x: is_351(x) and limits(x)["ChargeCurrentLimit"] > 12.0, 25,
+                        sma.tap.mark())
+    assert 9.0 <= t - t0 <= 14.0
+    sma.bridge.wait_for("DVCC has not refreshed max_charge_current", 5)
+    # /Dc/0/MaxChargeCurrent is still refreshed (/Control/Dvcc 1): it keeps applying
+    time.sleep(3)
+    _, m = sma.tap.wait(is_351, 2, sma.tap.mark())
+    assert 12.0 < limits(m)["ChargeCurrentLimit"] <= 30.0
+
+
 def test_stale_step_keeps_a_clusters_loads(sma: SmaSystem) -> None:
     """A three-phase cluster inverting 15 kW (about 290 A) keeps its loads 10 s into stale
     battery data (the old 50 A stale default cut them)."""
