@@ -39,11 +39,10 @@ def test_default_source_is_systemcalcs_active_battery_never_a_vebus(sma: SmaSyst
     start_systemcalc(sma)
     sma.start_bridge(battery=None, settings=FAST_LADDER)
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 15)
-    # systemcalc falls back to the vebus service (ours, at the instance the settings service
-    # gave it) as the battery
-    own = f"com.victronenergy.vebus/{sma.vebus('/DeviceInstance')}"
+    # systemcalc falls back to the vebus service (ours: instance 261) as the battery
     t0 = time.monotonic()
-    assert sma.call(SYSTEM, "/ActiveBatteryService", "SetValue", own) == 0
+    assert sma.call(SYSTEM, "/ActiveBatteryService", "SetValue",
+                    "com.victronenergy.vebus/261") == 0
     # no BMS data: the ladder escalates (scaled 2/5/10 s) to charge current 0 and a stop
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v is not None and v.startswith("alarm"), 12)
     t_alarm = time.monotonic() - t0
