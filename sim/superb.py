@@ -127,7 +127,7 @@ class Battery:
             "soc": 60.0 + 10 * math.sin(phase), "temperature": 21.0, "errors": 0,
             "warnings": 0, "max_discharge_current": 150.0, "max_charge_current": 100.0,
             "ah_expended": 12.5, "ah_returned": 30.0, "ah_since_equalization": 40.0,
-            "cycles_or_ah": 17, "cycles": 17, "charge_current_request": 50.0,
+            "cycles_6050": 17, "cycles": 17, "charge_current_request": 50.0,
             "cell_voltage_min": 3.29, "cell_voltage_max": 3.31,
             "cell_temperature_min": 20.5, "cell_temperature_max": 21.5, "awake": 1,
             "vendor": objs.SUPERB_VENDOR_ID, "product": 0x0E12,

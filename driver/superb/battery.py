@@ -136,11 +136,22 @@ def charge_limits(report: NodeReport, limits: Limits) -> ChargeLimits:
     errors = v.get("errors")
     ccl = limits.max_charge_current
     dcl = limits.max_discharge_current
-    if v.get("max_charge_current") is not None:
-        ccl = min(ccl, float(v["max_charge_current"]))
-    if v.get("max_discharge_current") is not None:
-        dcl = min(dcl, float(v["max_discharge_current"]))
     allow_c = allow_d = True
+    # The battery's own limits fail closed: unknown (unreadable, aborted, a bad answer, too
+    # old) is 0 in that direction, never the setting.
+    if v.get("max_charge_current") is None:
+        allow_c = False
+        reasons.append("battery's charge limit (5021:02) unknown: no charging")
+    else:
+        ccl = min(ccl, float(v["max_charge_current"]))
+    if v.get("max_discharge_current") is None:
+        allow_d = False
+        reasons.append("battery's discharge limit (5021:01) unknown: no discharging")
+    else:
+        dcl = min(dcl, float(v["max_discharge_current"]))
+    if errors is None:
+        allow_c = False
+        reasons.append("error bits (2004:00) unknown: no charging")
     if temp is None:
         allow_c = False
         reasons.append("temperature unknown: no charging")
@@ -207,15 +218,14 @@ def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True) ->
     out["/System/MinCellTemperature"] = _round(v.get("cell_temperature_min"), 1)
     out["/System/MaxCellTemperature"] = _round(v.get("cell_temperature_max"), 1)
     out["/System/NrOfCellsPerBattery"] = report.identity.get("cells")
-    # Charge cycles: 2014:00 when the battery has it; else 6050:00 when it answers 2 bytes
-    # (seed firmware: a U16 cycle counter). 4 bytes is CiA 418's cumulative Ah charged (1/8 Ah).
-    c6050, size6050 = v.get("cycles_or_ah"), report.sizes.get("cycles_or_ah")
+    # Charge cycles: 2014:00 when the battery has it, else 6050:00. What 6050 means comes from
+    # the object table (by firmware), never from the length of the answer (docs/superb.md).
     if v.get("cycles") is not None:
         out["/History/ChargeCycles"] = int(v["cycles"])
-    elif c6050 is not None and size6050 == 2:
-        out["/History/ChargeCycles"] = int(c6050)
-    if c6050 is not None and size6050 == 4:
-        out["/History/TotalAhCharged"] = round(c6050 / 8.0, 1)
+    elif v.get("cycles_6050") is not None:
+        out["/History/ChargeCycles"] = int(v["cycles_6050"])
+    if v.get("total_ah_charged") is not None:
+        out["/History/TotalAhCharged"] = _round(v["total_ah_charged"], 1)
     out["/History/AhReturnedLastCharge"] = _round(v.get("ah_returned"), 1)
     out["/History/AhSinceEqualization"] = _round(v.get("ah_since_equalization"), 1)
     # Alarms: the battery's own bits, and thresholds from the settings.

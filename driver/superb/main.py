@@ -48,7 +48,7 @@ _LIMIT_KEYS = {
 }
 _POLL_KEYS = {"PollInterval": "interval", "SlowPollInterval": "slow_interval",
               "SdoTimeout": "sdo_timeout", "OfflineAfterTimeouts": "offline_after",
-              "HeartbeatTimeout": "heartbeat_timeout"}
+              "HeartbeatTimeout": "heartbeat_timeout", "ValueMaxAge": "max_age"}
 
 
 class SuperbDriver:
@@ -321,6 +321,12 @@ class SuperbDriver:
                 "tpdo_frames": c.tpdo_frames, "reboots": c.reboots,
                 "cycle_ms": round(r.cycle_time * 1000, 1), "last_error": r.last_error,
                 "aborted": {k: f"0x{v:08X}" for k, v in r.aborted.items()},
+                "missing": {k: f"0x{v:08X}" for k, v in r.missing.items()},
+                "failed_reads": c.failed_reads, "retries": c.retries,
+                "transient_aborts": c.transient_aborts, "cycle_errors": c.cycle_errors,
+                "sdo_discarded": r.sdo.get("discarded", 0),
+                "sdo_malformed": r.sdo.get("malformed", 0),
+                "sdo_flushed": r.sdo.get("flushed", 0), "sdo_last_discarded": r.sdo.get("last", ""),
                 "tpdo": list(r.tpdo_keys),
                 "limits": list(bat.charge_limits(r, self.limits).reasons),
             }
