@@ -4,8 +4,9 @@ Pure functions and small classes (no D-Bus, no CAN): :func:`battery_values` turn
 :class:`~driver.superb.poller.NodeReport` into ``{D-Bus path: value}`` for a
 ``com.victronenergy.battery`` service; :class:`Aggregator` combines several batteries into one
 virtual battery by the rules of PROTOCOLS.md §4. ``None`` is invalid everywhere; unknown is never
-published as 0. Limits are fail-safe: a battery whose temperature is unknown gets no charge
-current, an offline battery no current in either direction.
+published as 0. Limits follow the shared safety policy (:mod:`driver.safety`): a battery whose
+temperature, charge limit or error bits are unknown or too old gets no charge current, one whose
+discharge limit is unknown no discharge current, an offline battery no current at all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from driver import safety
 from driver.superb import objects as objs
 from driver.superb.poller import NodeReport
 
@@ -41,6 +43,9 @@ class Limits:
     installed_capacity: float = 0.0  #: per battery; 0 = what the battery reports
     soc_hold_time: float = 300.0
     limit_ramp_rate: float = 10.0  #: A/s at which the aggregate's limits may rise
+    #: age (s) beyond which a safety-relevant value counts as unknown (poll interval + the
+    #: ValueMaxAge setting; set by the driver)
+    value_max_age: float = math.inf
 
 
 ALARM_PATHS = (
@@ -125,70 +130,88 @@ class ChargeLimits:
     reasons: tuple[str, ...]
 
 
-def charge_limits(report: NodeReport, limits: Limits) -> ChargeLimits:
-    """CCL/DCL of one battery: the settings, lowered by what the battery reports, derated
-    near freezing, 0 in a direction the battery or its temperature forbids."""
-    v = report.values
-    reasons: list[str] = []
+#: the values that must be known and fresh for charging (besides the temperatures)
+REQUIRED_FOR_CHARGE = {"max_charge_current": "battery's charge limit (5021:02)",
+                       "errors": "error bits (2004:00)"}
+#: temperature objects: the pack's and the lowest/highest cell temperature (2023:01/02)
+TEMPERATURE_KEYS = ("temperature", "cell_temperature_min", "cell_temperature_max")
+
+
+def _reading(report: NodeReport, key: str) -> safety.Reading[float]:
+    """A report value as a :class:`~driver.safety.Reading` parsed at the edge (finite, in the
+    physical range) with the time it was read."""
+    rng = safety.TEMPERATURE if key in TEMPERATURE_KEYS else safety.ANY
+    return safety.Reading(safety.parse_number(report.values.get(key), rng),
+                          report.stamps.get(key, -math.inf))
+
+
+def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) -> ChargeLimits:
+    """CCL/DCL of one battery, by the shared safety policy (:mod:`driver.safety`).
+
+    Charging needs the battery's own charge limit and error bits known and fresh
+    (``limits.value_max_age``), every temperature the battery has (pack, lowest and highest cell)
+    known and fresh, the lowest above ``MinChargeTemperature`` (derated up to
+    ``ChargeDerateTemperature``), the highest at most ``MaxChargeTemperature``, and no error bit
+    that forbids it. CCL = min(setting, 5021:02) × that factor. DCL = min(setting, 5021:01); 0
+    with 5021:01 unknown (fail closed), above ``MaxDischargeTemperature`` (highest) or with an
+    error bit that forbids it. ``now`` None: the report's values count as fresh (no clock).
+    Offline: 0 and 0.
+    """
     if not report.online:
         return ChargeLimits(0.0, 0.0, False, False, ("offline",))
-    temp = v.get("temperature")
-    errors = v.get("errors")
-    ccl = limits.max_charge_current
-    dcl = limits.max_discharge_current
-    allow_c = allow_d = True
-    # The battery's own limits fail closed: unknown (unreadable, aborted, a bad answer, too
-    # old) is 0 in that direction, never the setting.
-    if v.get("max_charge_current") is None:
-        allow_c = False
-        reasons.append("battery's charge limit (5021:02) unknown: no charging")
-    else:
-        ccl = min(ccl, float(v["max_charge_current"]))
-    if v.get("max_discharge_current") is None:
+    t = 0.0 if now is None else now
+    max_age = math.inf if now is None else limits.value_max_age
+    policy = safety.TemperaturePolicy(
+        min_charge=limits.min_charge_temperature, derate_to=limits.charge_derate_temperature,
+        max_charge=limits.max_charge_temperature,
+        max_discharge=limits.max_discharge_temperature)
+    # A temperature object the battery does not have (it answered "does not exist") is not
+    # unknown, just absent; one it has but that is invalid or too old is unknown.
+    temps = [_reading(report, k) for k in TEMPERATURE_KEYS if k not in report.missing]
+    if now is None:
+        temps = [safety.Reading(r.value, t) for r in temps]
+    errors = report.values.get("errors")
+    error_bits = int(errors) if isinstance(errors, int) else None
+    blocks = {} if error_bits is None else {
+        f"error bits 0x{error_bits:04X} forbid charging": bool(error_bits & objs.BLOCKS_CHARGE)}
+    required = {name: _reading(report, key) for key, name in REQUIRED_FOR_CHARGE.items()}
+    if now is None:
+        required = {n: safety.Reading(r.value, t) for n, r in required.items()}
+    verdict = safety.charge_verdict(now=t, max_age=max_age, policy=policy, temperatures=temps,
+                                    required=required, blocks=blocks)
+    reasons = list(verdict.reasons)
+    ccl_cap = safety.min_valid(limits.max_charge_current,
+                               required["battery's charge limit (5021:02)"].usable(t, max_age))
+    ccl = safety.charge_limit(ccl_cap, verdict)
+    allow_c = ccl > 0
+    # Discharge: the battery's own limit must be known (fail closed), over-temperature by the
+    # highest temperature known, the battery's own error bits.
+    own_dcl = _reading(report, "max_discharge_current").usable(t, max_age)
+    allow_d = True
+    if own_dcl is None:
         allow_d = False
         reasons.append("battery's discharge limit (5021:01) unknown: no discharging")
-    else:
-        dcl = min(dcl, float(v["max_discharge_current"]))
-    if errors is None:
-        allow_c = False
-        reasons.append("error bits (2004:00) unknown: no charging")
-    if temp is None:
-        allow_c = False
-        reasons.append("temperature unknown: no charging")
-    else:
-        if temp <= limits.min_charge_temperature:
-            allow_c = False
-            reasons.append(f"{temp:.1f} °C: too cold to charge")
-        elif temp > limits.max_charge_temperature:
-            allow_c = False
-            reasons.append(f"{temp:.1f} °C: too hot to charge")
-        elif temp < limits.charge_derate_temperature:
-            span = limits.charge_derate_temperature - limits.min_charge_temperature
-            ccl *= max(0.0, min(1.0, (temp - limits.min_charge_temperature) / span))
-        if temp > limits.max_discharge_temperature:
-            allow_d = False
-            reasons.append(f"{temp:.1f} °C: too hot to discharge")
-    if errors is not None and errors & objs.BLOCKS_CHARGE:
-        allow_c = False
-        reasons.append(f"error bits 0x{errors:04X} forbid charging")
-    if errors is not None and errors & objs.BLOCKS_DISCHARGE:
+    if not safety.discharge_allowed(verdict.highest, policy):
         allow_d = False
-        reasons.append(f"error bits 0x{errors:04X} forbid discharging")
-    if ccl <= 0:
-        allow_c = False
+        reasons.append(f"{verdict.highest:g} °C: too hot to discharge")
+    if error_bits is not None and error_bits & objs.BLOCKS_DISCHARGE:
+        allow_d = False
+        reasons.append(f"error bits 0x{error_bits:04X} forbid discharging")
+    dcl = min(limits.max_discharge_current, own_dcl) if own_dcl is not None else 0.0
     if dcl <= 0:
         allow_d = False
     return ChargeLimits(round(ccl, 1) if allow_c else 0.0, round(dcl, 1) if allow_d else 0.0,
                         allow_c, allow_d, tuple(reasons))
 
 
-def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True) -> dict[str, Any]:
+def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True,
+                   now: float | None = None) -> dict[str, Any]:
     """``{path: value}`` for the service of one battery (every path of :data:`DATA_PATHS`)."""
     out: dict[str, Any] = dict.fromkeys(DATA_PATHS)
     if with_cvl:
         out[CVL_PATH] = limits.charge_voltage
     out["/Info/BatteryLowVoltage"] = limits.battery_low_voltage
-    lim = charge_limits(report, limits)
+    lim = charge_limits(report, limits, now)
     out["/Info/MaxChargeCurrent"] = lim.ccl
     out["/Info/MaxDischargeCurrent"] = lim.dcl
     out["/Io/AllowToCharge"] = int(lim.allow_charge)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from driver import __version__
+from driver.venus.mainloop import guarded
 from driver.venus.service import PRODUCT_ID_BMS, create_service, remove_service
 
 log = logging.getLogger("canbridge.superb")
@@ -51,13 +52,14 @@ class BatteryService:
         self.name = f"com.victronenergy.battery.{suffix}"
         instance = app.settings.device_instance(uid, "battery", 512)
         self._name_setting = f"/Settings/Devices/{uid}/CustomName"
-        custom = app.settings.add(self._name_setting, "", 0, 0, self._name_changed)
+        custom = app.settings.add(self._name_setting, "", 0, 0,
+                                  guarded(self._name_changed, "custom name changed"))
         svc = create_service(app.velib, self.name, processname=PROCESS,
                              processversion=__version__, connection=connection,
                              deviceinstance=instance, productid=PRODUCT_ID_BMS,
                              productname=productname, firmwareversion=firmware, connected=0)
         svc.add_path("/CustomName", custom or "", writeable=True,
-                     onchangecallback=self._custom_name_written)
+                     onchangecallback=guarded(self._custom_name_written, "custom name written"))
         svc.add_path("/Serial", serial)
         for path, value in (extra or {}).items():
             svc.add_path(path, value)
@@ -107,7 +109,8 @@ class ManagerService:
                             ("/Scan/Progress", None), ("/Scan/Result", "[]"),
                             ("/Scan/Range", ""), ("/Scan/LastError", "")):
             svc.add_path(path, value)
-        svc.add_path("/Scan/Start", 0, writeable=True, onchangecallback=self._scan_written)
+        svc.add_path("/Scan/Start", 0, writeable=True,
+                     onchangecallback=guarded(self._scan_written, "scan start written"))
         svc.register()
         self.svc = svc
 

@@ -6,11 +6,19 @@ configured node ID, and on the GLib main loop the D-Bus services: one battery se
 battery (individual mode), or the aggregate battery plus per-battery services without
 ``/Info/MaxChargeVoltage`` (aggregate mode), and the manager service with status and scan.
 Every setting applies live.
+
+Every callback the GLib main loop runs (the tick, reports and status handed over from the
+poller and port threads, setting changes, scan results) goes through
+:func:`driver.venus.mainloop.guarded`: an exception is logged with its traceback and the process
+exits for its supervisor instead of staying up with a removed timer and stale services.
+Test-only fault injection: when ``$CANBRIDGE_SUPERB_INJECT`` names a file that holds ``tick``,
+the tick raises (nothing happens without the variable).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -24,12 +32,29 @@ from driver.superb import battery as bat
 from driver.superb import scan as scanmod
 from driver.superb.canport import CanPort, PortStatus
 from driver.superb.poller import NodePoller, NodeReport, PollConfig
+from driver.venus.mainloop import guarded
 
 log = logging.getLogger("canbridge.superb")
 
 MODE_INDIVIDUAL, MODE_AGGREGATE = 0, 1
 AGGREGATE_UID = "superb_aggregate"
 TICK_MS = 500
+INJECT_ENV = "CANBRIDGE_SUPERB_INJECT"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the test-only fault injection."""
+
+
+def _injected(stage: str) -> bool:
+    path = os.environ.get(INJECT_ENV)
+    if not path:
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return stage in f.read().split()
+    except OSError:
+        return False
 
 _LIMIT_KEYS = {
     "ChargeVoltage": "charge_voltage", "BatteryLowVoltage": "battery_low_voltage",
@@ -58,7 +83,13 @@ class SuperbDriver:
         from driver.venus import dbusconn
 
         self.app = app
-        self._call_soon = dbusconn.call_soon
+
+        def call_soon(fn: Any, *args: Any) -> None:
+            # from any thread: run fn on the main loop, behind the guard
+            dbusconn.call_soon(guarded(fn, f"dbus-superb {getattr(fn, '__name__', fn)}"),
+                               *args)
+
+        self._call_soon = call_soon
         self.port: CanPort | None = None
         self.pollers: dict[int, NodePoller] = {}
         self.reports: dict[int, NodeReport] = {}
@@ -84,8 +115,11 @@ class SuperbDriver:
                              for key, attr in _POLL_KEYS.items()})
 
     def _limits(self) -> bat.Limits:
+        # Safety-relevant values (all read every cycle) older than one poll interval plus
+        # ValueMaxAge count as unknown.
+        age = float(self._setting("PollInterval")) + float(self._setting("ValueMaxAge"))
         return bat.Limits(**{attr: type(getattr(bat.Limits(), attr))(self._setting(key))
-                             for key, attr in _LIMIT_KEYS.items()})
+                             for key, attr in _LIMIT_KEYS.items()}, value_max_age=age)
 
     def _node_ids(self) -> list[int] | None:
         try:
@@ -108,6 +142,7 @@ class SuperbDriver:
             self._set_mode(int(new))
         elif key in _POLL_KEYS:
             self.poll_config = self._poll_config()
+            self.limits = self._limits()
             for p in self.pollers.values():
                 p.wake()
         elif key in _LIMIT_KEYS:
@@ -125,7 +160,7 @@ class SuperbDriver:
         if self.mode == MODE_AGGREGATE:
             self._create_aggregate()
         self._open_port()
-        self._timer = GLib.timeout_add(TICK_MS, self._tick)
+        self._timer = GLib.timeout_add(TICK_MS, guarded(self._tick, "dbus-superb tick"))
         self.app.loop.on_stop(self.stop)
         self._publish_status()
 
@@ -270,7 +305,8 @@ class SuperbDriver:
                 self._remove_battery(r.node_id)
             svc = self.services[r.node_id] = self._create_battery(r)
         if svc is not None:
-            svc.update(bat.battery_values(r, self.limits, self._with_cvl()), r.online)
+            svc.update(bat.battery_values(r, self.limits, self._with_cvl(), time.monotonic()),
+                       r.online)
 
     def _republish_all(self) -> None:
         for r in self.reports.values():
@@ -284,7 +320,7 @@ class SuperbDriver:
             soc = self.last_soc.get(n)
             out.append(bat.Member(
                 label=f"node {n}" + (f" ({r.serial})" if r.serial is not None else ""),
-                report=r, values=bat.battery_values(r, self.limits, with_cvl=True),
+                report=r, values=bat.battery_values(r, self.limits, True, time.monotonic()),
                 capacity=bat.installed_capacity(r, self.limits),
                 last_soc=soc[0] if soc else None, last_soc_time=soc[1] if soc else -1e18))
         return out
@@ -296,6 +332,8 @@ class SuperbDriver:
         self.aggregate.update(values, connected=True)
 
     def _tick(self) -> bool:
+        if _injected("tick"):
+            raise InjectedFault("injected into the tick")
         self._update_aggregate()  # ramps and the SoC grace period move with time
         self._publish_status()
         return True
@@ -328,7 +366,7 @@ class SuperbDriver:
                 "sdo_malformed": r.sdo.get("malformed", 0),
                 "sdo_flushed": r.sdo.get("flushed", 0), "sdo_last_discarded": r.sdo.get("last", ""),
                 "tpdo": list(r.tpdo_keys),
-                "limits": list(bat.charge_limits(r, self.limits).reasons),
+                "limits": list(bat.charge_limits(r, self.limits, time.monotonic()).reasons),
             }
         services = sorted(s.name for s in self.services.values())
         if self.aggregate is not None:
@@ -404,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         holder["driver"] = drv
         drv.start()
 
-    app = appmod.start("dbus-superb", args, ("Superb/",), on_change=changed, on_ready=ready)
+    app = appmod.start("dbus-superb", args, ("Superb/",),
+                       on_change=guarded(changed, "dbus-superb setting change"),
+                       on_ready=guarded(ready, "dbus-superb start"))
     return appmod.run(app)
 
 

@@ -98,6 +98,11 @@ OBJECTS: tuple[ObjectDef, ...] = (
        lo=0.0, hi=5000.0, certainty="[RE?]", description="battery's discharge current limit"),
     _o("max_charge_current", 0x5021, 2, "i", 4, scale=0.001, unit="A", rate=F,
        lo=0.0, hi=5000.0, certainty="[RE?]", description="battery's charge current limit"),
+    # The lowest and highest cell temperature decide charging (driver/safety.py): every cycle.
+    _o("cell_temperature_min", 0x2023, 1, "i", 2, scale=0.1, unit="°C", rate=F,
+       lo=-60.0, hi=120.0, certainty="[RE?]", description="lowest cell temperature"),
+    _o("cell_temperature_max", 0x2023, 2, "i", 2, scale=0.1, unit="°C", rate=F,
+       lo=-60.0, hi=120.0, certainty="[RE?]", description="highest cell temperature"),
     # -- slow: history, cells ------------------------------------------------------------------
     _o("ah_expended", 0x6051, 0, "u", 2, scale=0.125, unit="Ah", rate=S, alt_sizes=(4,),
        lo=0.0, hi=100000.0, min_fw=(1, 2), certainty="[RE?] [STD]",
@@ -122,10 +127,6 @@ OBJECTS: tuple[ObjectDef, ...] = (
        certainty="[RE?]", description="lowest cell voltage"),
     _o("cell_voltage_max", 0x2022, 2, "i", 2, scale=0.001, unit="V", rate=S, lo=0.5, hi=5.0,
        certainty="[RE?]", description="highest cell voltage"),
-    _o("cell_temperature_min", 0x2023, 1, "i", 2, scale=0.1, unit="°C", rate=S,
-       lo=-60.0, hi=120.0, certainty="[RE?]", description="lowest cell temperature"),
-    _o("cell_temperature_max", 0x2023, 2, "i", 2, scale=0.1, unit="°C", rate=S,
-       lo=-60.0, hi=120.0, certainty="[RE?]", description="highest cell temperature"),
     _o("awake", 0x2006, 0, "u", 1, rate=S, alt_sizes=(2, 4), certainty="[RE?]",
        description="0 = asleep (asleep is not offline)"),
     # -- once: identity and fixed parameters -----------------------------------------------------

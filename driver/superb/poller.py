@@ -88,6 +88,7 @@ class NodeReport:
     aborted: dict[str, int] = field(default_factory=dict)  #: last answer was this abort code
     missing: dict[str, int] = field(default_factory=dict)  #: remembered "does not exist"
     ages: dict[str, float] = field(default_factory=dict)  #: seconds since each value was read
+    stamps: dict[str, float] = field(default_factory=dict)  #: monotonic time each was read
     sdo: dict[str, Any] = field(default_factory=dict)  #: answers discarded (SdoDiag)
     tpdo_keys: tuple[str, ...] = ()
     heartbeat_age: float | None = None
@@ -528,6 +529,7 @@ class NodePoller:
             identity=dict(self._identity), values=values, sizes=dict(self._sizes),
             aborted=dict(self._aborted),
             missing={k: code for k, (code, _) in self._missing.items()}, ages=ages,
+            stamps={k: self._stamps[k] for k in values if k in self._stamps},
             sdo=self.port.sdo_diag(self.node_id).snapshot(),
             tpdo_keys=tuple(sorted(self._fresh_tpdo(cfg))),
             heartbeat_age=hb_age, heartbeat_state=seen.heartbeat_state, frames=seen.frames,

@@ -17,9 +17,11 @@ from sim.superb_quirky import QuirkyNode, QuirkyPeer
 SERIAL_BASE = 2300000
 
 #: the quirky node's values as the driver must publish them, written from its settings by hand:
-#: 13.25 V, 0 A, 64 %, 20.5 °C, no error bits, 150 A discharge and 100 A charge limits
+#: 13.25 V, 0 A, 64 %, 20.5 °C, no error bits, 150 A discharge and 100 A charge limits,
+#: cells 20.0-21.0 °C
 EXPECTED_FAST = {"voltage": 13.25, "current": 0.0, "soc": 64, "temperature": 20.5, "errors": 0,
-                 "warnings": 0, "max_discharge_current": 150.0, "max_charge_current": 100.0}
+                 "warnings": 0, "max_discharge_current": 150.0, "max_charge_current": 100.0,
+                 "cell_temperature_min": 20.0, "cell_temperature_max": 21.0}
 
 
 class QuirkyRig:

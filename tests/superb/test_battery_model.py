@@ -8,7 +8,8 @@ from driver.superb import battery as bat
 from driver.superb.poller import NodeReport
 
 BASE = {"voltage": 13.2, "current": -10.0, "soc": 50, "temperature": 20.0, "errors": 0,
-        "warnings": 0, "max_charge_current": 100.0, "max_discharge_current": 150.0}
+        "warnings": 0, "max_charge_current": 100.0, "max_discharge_current": 150.0,
+        "cell_temperature_min": 19.5, "cell_temperature_max": 20.5}
 
 
 def report(node: int = 1, online: bool = True, capacity: int | None = 100,
@@ -30,6 +31,38 @@ def test_derating_and_cold_and_unknown_temperature() -> None:
     assert unknown.ccl == 0 and not unknown.allow_charge
     hot = bat.charge_limits(report(temperature=56.0), lim)
     assert hot.ccl == 0 and hot.dcl == 0
+
+
+def test_lowest_cell_temperature_decides_charging() -> None:
+    """One temperature rule (driver/safety.py): the lowest temperature known, the lowest cell
+    temperature (2023:01) included; a cell temperature the battery does not have is absent,
+    one it has but that is unknown blocks charging."""
+    lim = bat.Limits()
+    cold_cell = bat.charge_limits(report(temperature=10.0, cell_temperature_min=0.0), lim)
+    assert cold_cell.ccl == 0 and not cold_cell.allow_charge and cold_cell.dcl == 150.0
+    cool_cell = bat.charge_limits(report(temperature=10.0, cell_temperature_min=1.0), lim)
+    assert cool_cell.ccl == pytest.approx(20.0)  # 1 °C: 1/5 of the way from 0 to 5 °C
+    hot_cell = bat.charge_limits(report(temperature=30.0, cell_temperature_max=46.0), lim)
+    assert hot_cell.ccl == 0 and hot_cell.dcl == 150.0
+    unknown_cell = bat.charge_limits(report(cell_temperature_min=None), lim)
+    assert unknown_cell.ccl == 0
+    absent = report(cell_temperature_min=None, cell_temperature_max=None)
+    absent = NodeReport(**{**absent.__dict__, "missing": {"cell_temperature_min": 0x06090011,
+                                                          "cell_temperature_max": 0x06090011}})
+    assert bat.charge_limits(absent, lim).ccl == 100.0
+
+
+def test_values_too_old_are_unknown() -> None:
+    """A value read longer ago than value_max_age counts as unknown (no charging)."""
+    lim = bat.Limits(value_max_age=4.0)
+    fresh = {k: 100.0 for k in BASE}
+    r = NodeReport(node_id=1, online=True, values=dict(BASE), stamps=fresh)
+    assert bat.charge_limits(r, lim, now=103.0).ccl == 100.0
+    old = NodeReport(node_id=1, online=True, values=dict(BASE),
+                     stamps={**fresh, "max_charge_current": 95.0})
+    verdict = bat.charge_limits(old, lim, now=103.0)
+    assert verdict.ccl == 0 and verdict.dcl == 150.0
+    assert any("8 s old" in why for why in verdict.reasons)
 
 
 def test_battery_limit_and_error_bits_lower_the_settings() -> None:
