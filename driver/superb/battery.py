@@ -69,6 +69,8 @@ DATA_PATHS = (
     *ALARM_PATHS,
 )
 CVL_PATH = "/Info/MaxChargeVoltage"
+#: what makes a service a BMS for DVCC: only the one BMS publishes these
+BMS_LIMIT_PATHS = (CVL_PATH, "/Info/MaxChargeCurrent", "/Info/MaxDischargeCurrent")
 
 AGGREGATE_PATHS = (
     "/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc",

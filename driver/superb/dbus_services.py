@@ -103,6 +103,7 @@ class ManagerService:
                              processversion=__version__, connection="CANopen",
                              deviceinstance=0, productid=0, productname="CanBridge SuperB driver")
         for path, value in (("/Status/Can", ""), ("/Status/CanOpen", 0), ("/Status/Mode", None),
+                            ("/Status/ModeNote", ""),
                             ("/Status/NodeIds", ""), ("/Status/NodeIdsError", ""),
                             ("/Status/Online", 0), ("/Status/Nodes", "{}"),
                             ("/Status/Services", "[]"), ("/Scan/Running", 0),

@@ -3,8 +3,16 @@
 The process: one :class:`~driver.superb.canport.CanPort` (python-can bus + canopen Network)
 for the configured interface, one :class:`~driver.superb.poller.NodePoller` thread per
 configured node ID, and on the GLib main loop the D-Bus services: one battery service per
-battery (individual mode), or the aggregate battery plus per-battery services without
-``/Info/MaxChargeVoltage`` (aggregate mode), and the manager service with status and scan.
+battery, the manager service with status and scan, and the BMS for DVCC:
+
+* exactly one service is the BMS (publishes ``/Info/MaxCharge*``): with one node configured in
+  individual mode, that battery's service; otherwise the aggregate battery, and the per-battery
+  services carry no ``/Info/Max*`` paths at all. With more than one node, individual mode is
+  refused (logged, shown in ``/Status/ModeNote``): systemcalc follows only one BMS, and a
+  second battery's CCL 0 (cold, error, offline) would be ignored (docs/superb.md, "DVCC");
+* the aggregate counts every configured node from the first second: a node that has not
+  answered yet is offline in it (no share of the charge current).
+
 Every setting applies live.
 
 Every callback the GLib main loop runs (the tick, reports and status handed over from the
@@ -101,8 +109,8 @@ class SuperbDriver:
         self.port_status = PortStatus()
         self.poll_config = self._poll_config()
         self.limits = self._limits()
-        self.mode = int(self._setting("Mode"))
         self.node_ids: list[int] = self._node_ids() or []
+        self.mode = self._effective_mode()
         self._scan_thread: threading.Thread | None = None
         self._timer: int | None = None
 
@@ -139,7 +147,7 @@ class SuperbDriver:
             if ids is not None:
                 self._set_nodes(ids)
         elif key == "Mode":
-            self._set_mode(int(new))
+            self._set_mode(self._effective_mode())
         elif key in _POLL_KEYS:
             self.poll_config = self._poll_config()
             self.limits = self._limits()
@@ -237,7 +245,25 @@ class SuperbDriver:
             for n in sorted(set(ids) - old):
                 self._start_poller(n)
         log.info("polling nodes %s", ",".join(map(str, ids)))
+        self._set_mode(self._effective_mode())
         self._update_aggregate()
+
+    def _effective_mode(self) -> int:
+        """Aggregate with more than one node whatever the Mode setting (one BMS for DVCC)."""
+        wanted = int(self._setting("Mode"))
+        if wanted == MODE_INDIVIDUAL and len(self.node_ids) > 1:
+            log.warning("individual mode refused for %d batteries: DVCC follows only one BMS, "
+                        "so the aggregate battery is the BMS and the per-battery services carry "
+                        "no charge limits", len(self.node_ids))
+            return MODE_AGGREGATE
+        return wanted
+
+    def mode_note(self) -> str:
+        """Why the mode in use is not the Mode setting (empty when it is)."""
+        if int(self._setting("Mode")) == MODE_INDIVIDUAL and self.mode == MODE_AGGREGATE:
+            return (f"individual mode refused for {len(self.node_ids)} batteries: the aggregate "
+                    "battery is the only BMS for DVCC")
+        return ""
 
     def _set_mode(self, mode: int) -> None:
         if mode == self.mode:
@@ -258,6 +284,7 @@ class SuperbDriver:
 
     # -- services ----------------------------------------------------------------------------------
     def _with_cvl(self) -> bool:
+        """Whether the per-battery services are the BMS (carry /Info/Max*)."""
         return self.mode == MODE_INDIVIDUAL
 
     def _create_battery(self, r: NodeReport) -> Any:
@@ -265,6 +292,8 @@ class SuperbDriver:
 
         assert r.serial is not None
         paths = bat.DATA_PATHS + ((bat.CVL_PATH,) if self._with_cvl() else ())
+        if not self._with_cvl():
+            paths = tuple(p for p in paths if p not in bat.BMS_LIMIT_PATHS)
         name = r.identity.get("device_name") or "Epsilon V2"
         iface = self.port.interface if self.port is not None else "?"
         return BatteryService(self.app, f"superb_{r.serial}", f"superb_{r.serial}",
@@ -349,6 +378,7 @@ class SuperbDriver:
                 nodes[str(n)] = {"state": "starting"}
                 continue
             c = r.counters
+            lim = bat.charge_limits(r, self.limits, time.monotonic())
             nodes[str(n)] = {
                 "state": r.state, "online": r.online, "serial": r.serial,
                 "firmware": r.firmware,
@@ -366,14 +396,15 @@ class SuperbDriver:
                 "sdo_malformed": r.sdo.get("malformed", 0),
                 "sdo_flushed": r.sdo.get("flushed", 0), "sdo_last_discarded": r.sdo.get("last", ""),
                 "tpdo": list(r.tpdo_keys),
-                "limits": list(bat.charge_limits(r, self.limits, time.monotonic()).reasons),
+                "limits": list(lim.reasons), "ccl": lim.ccl, "dcl": lim.dcl,
             }
         services = sorted(s.name for s in self.services.values())
         if self.aggregate is not None:
             services.append(self.aggregate.name)
         self.manager.update({
             "/Status/Can": self.port_status.text, "/Status/CanOpen": int(self.port_status.open),
-            "/Status/Mode": self.mode, "/Status/NodeIds": ",".join(map(str, self.node_ids)),
+            "/Status/Mode": self.mode, "/Status/ModeNote": self.mode_note(),
+            "/Status/NodeIds": ",".join(map(str, self.node_ids)),
             "/Status/NodeIdsError": self.app.settings.rejected.get(
                 "/Settings/CanBridge/Superb/NodeIds", ""),
             "/Status/Online": sum(1 for n in self.node_ids
