@@ -71,6 +71,10 @@ DATA_PATHS = (
 CVL_PATH = "/Info/MaxChargeVoltage"
 #: what makes a service a BMS for DVCC: only the one BMS publishes these
 BMS_LIMIT_PATHS = (CVL_PATH, "/Info/MaxChargeCurrent", "/Info/MaxDischargeCurrent")
+#: a battery's own limits on its service when the aggregate is the BMS (custom paths that
+#: systemcalc does not read; for the user, MQTT and the tests)
+OWN_LIMIT_PATHS = {"/Info/MaxChargeCurrent": "/CanBridge/MaxChargeCurrent",
+                   "/Info/MaxDischargeCurrent": "/CanBridge/MaxDischargeCurrent"}
 
 AGGREGATE_PATHS = (
     "/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc",

@@ -293,7 +293,8 @@ class SuperbDriver:
         assert r.serial is not None
         paths = bat.DATA_PATHS + ((bat.CVL_PATH,) if self._with_cvl() else ())
         if not self._with_cvl():
-            paths = tuple(p for p in paths if p not in bat.BMS_LIMIT_PATHS)
+            paths = tuple(p for p in paths if p not in bat.BMS_LIMIT_PATHS) + tuple(
+                bat.OWN_LIMIT_PATHS.values())
         name = r.identity.get("device_name") or "Epsilon V2"
         iface = self.port.interface if self.port is not None else "?"
         return BatteryService(self.app, f"superb_{r.serial}", f"superb_{r.serial}",
@@ -334,8 +335,11 @@ class SuperbDriver:
                 self._remove_battery(r.node_id)
             svc = self.services[r.node_id] = self._create_battery(r)
         if svc is not None:
-            svc.update(bat.battery_values(r, self.limits, self._with_cvl(), time.monotonic()),
-                       r.online)
+            values = bat.battery_values(r, self.limits, self._with_cvl(), time.monotonic())
+            if not self._with_cvl():  # not the BMS: its own limits under custom paths
+                for path, own in bat.OWN_LIMIT_PATHS.items():
+                    values[own] = values.pop(path)
+            svc.update(values, r.online)
 
     def _republish_all(self) -> None:
         for r in self.reports.values():

@@ -59,6 +59,7 @@ def test_mode_switch_and_dvcc_view(superb: System) -> None:
         for path in ("/Info/MaxChargeVoltage", "/Info/MaxChargeCurrent",
                      "/Info/MaxDischargeCurrent"):
             assert path not in items
+        assert items["/CanBridge/MaxChargeCurrent"] == pytest.approx(30.0 if n == 2 else 100.0)
     # limits rise at LimitRampRate from where they were while batteries were still joining
     c.wait_value(AGGREGATE, "/Info/MaxDischargeCurrent", lambda v: v == pytest.approx(450.0), 3)
     agg = c.items(AGGREGATE)
