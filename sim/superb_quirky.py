@@ -114,7 +114,8 @@ class QuirkyNode:
                  late_every: int = 0, late: float = 0.5, short_every: int = 0,
                  unsized: bool = False, pad: int = 0x00,
                  missing: set[tuple[int, int]] | None = None, capacity: float = 100.0,
-                 seed: int | None = None, phase: float = 0.0) -> None:
+                 nominal_voltage: float = 12.8, seed: int | None = None,
+                 phase: float = 0.0) -> None:
         self.node_id = node_id
         self.firmware = firmware
         self.latency, self.jitter = latency, jitter
@@ -145,6 +146,10 @@ class QuirkyNode:
             "battery_type": 1, "capacity": capacity, "rated_charge_current": 100, "cells": 4,
         }
         self.capacity_ah = capacity
+        self.nominal = nominal_voltage
+        if nominal_voltage != 12.8:  # a 24/48 V pack: 8/16 cells of the same chemistry
+            k = nominal_voltage / 12.8
+            self.values.update(voltage=round(13.25 * k, 3), cells=round(4 * k))
         self._count = 0  #: initiate-upload requests received
         self._last_answer: bytes | None = None
         self._segment: tuple[bytes, int, int] | None = None  # (data, position, next toggle)
@@ -178,9 +183,10 @@ class QuirkyNode:
             v["current"] = round(current, 3)
             v["soc"] = max(0.0, min(100.0, v["soc"] + current * dt / 36.0 / self.capacity_ah
                                     * 30.0))
-            v["voltage"] = round(12.9 + 0.4 * v["soc"] / 100.0 + 0.004 * current, 4)
-            v["cell_voltage_min"] = round(v["voltage"] / 4 - 0.006, 3)
-            v["cell_voltage_max"] = round(v["voltage"] / 4 + 0.006, 3)
+            k = self.nominal / 12.8
+            v["voltage"] = round((12.9 + 0.4 * v["soc"] / 100.0 + 0.004 * current) * k, 4)
+            v["cell_voltage_min"] = round(v["voltage"] / v["cells"] - 0.006, 3)
+            v["cell_voltage_max"] = round(v["voltage"] / v["cells"] + 0.006, 3)
 
     # -- encoding (CiA 301 expedited / segmented upload) ---------------------------------------
     def _encode(self, entry: Entry) -> bytes:
@@ -444,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--missing", default="2014:00",
                     help="objects that do not exist, e.g. 2014:00,6070:00")
     ap.add_argument("--capacity", type=float, default=100.0)
+    ap.add_argument("--nominal-voltage", type=float, default=12.8)
+    ap.add_argument("--si-batteries", type=int, default=0,
+                    help="batteries sharing the Sunny Island's current (0: ours)")
     ap.add_argument("--moving", action="store_true", help="let the values move")
     ap.add_argument("--control-port", type=int, default=0)
     ap.add_argument("--follow-si", metavar="CHANNEL", default="")
@@ -459,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                         late_every=args.late_every, late=args.late_ms / 1000,
                         short_every=args.short_every, unsized=args.unsized,
                         missing=_addresses(args.missing), capacity=args.capacity,
-                        phase=n * 1.3) for n in parse_node_ids(args.nodes)]
+                        nominal_voltage=args.nominal_voltage, phase=n * 1.3)
+             for n in parse_node_ids(args.nodes)]
     for n in nodes:
         n.hold = not args.moving
     peer = QuirkyPeer(open_bus(args.channel), nodes)
@@ -473,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("quirky SuperB nodes %s on %s", args.nodes, args.channel)
     follower = None
     if args.follow_si:
-        follower = SiFollower(nodes)  # type: ignore[arg-type]
+        follower = SiFollower(nodes, total=args.si_batteries)  # type: ignore[arg-type]
         si_bus = open_bus(args.follow_si, 500000)
         si_notifier = can.Notifier(si_bus, [follower.on_message], timeout=0.2)
     while not stop.wait(1.0):
