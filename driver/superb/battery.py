@@ -121,10 +121,11 @@ def _bits(errors: int | None, warnings: int | None) -> dict[str, int | None]:
 
 
 def installed_capacity(report: NodeReport, limits: Limits) -> float | None:
+    """The setting when set, else what the battery reports (finite, > 0), else None."""
     if limits.installed_capacity > 0:
         return limits.installed_capacity
-    cap = report.identity.get("capacity")
-    return float(cap) if cap is not None else None
+    cap = safety.parse_number(report.identity.get("capacity"), safety.CAPACITY)
+    return cap if cap is not None and cap > 0 else None
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,37 @@ REQUIRED_FOR_CHARGE = {"max_charge_current": "battery's charge limit (5021:02)",
 TEMPERATURE_KEYS = ("temperature", "cell_temperature_min", "cell_temperature_max")
 
 
-def _reading(report: NodeReport, key: str) -> safety.Reading[float]:
-    """A report value as a :class:`~driver.safety.Reading` parsed at the edge (finite, in the
-    physical range) with the time it was read."""
-    rng = safety.TEMPERATURE if key in TEMPERATURE_KEYS else safety.ANY
-    return safety.Reading(safety.parse_number(report.values.get(key), rng),
-                          report.stamps.get(key, -math.inf))
+#: physical ranges of the report values (anything else is invalid before any arithmetic)
+_RANGES: dict[str, safety.Range] = {
+    "voltage": safety.VOLTAGE, "current": safety.CURRENT, "soc": safety.PERCENT,
+    "temperature": safety.TEMPERATURE, "cell_temperature_min": safety.TEMPERATURE,
+    "cell_temperature_max": safety.TEMPERATURE, "max_charge_current": safety.LIMIT_CURRENT,
+    "max_discharge_current": safety.LIMIT_CURRENT, "cell_voltage_min": (0.0, 10.0),
+    "cell_voltage_max": (0.0, 10.0), "ah_expended": safety.CAPACITY,
+    "ah_returned": safety.CAPACITY, "ah_since_equalization": safety.CAPACITY,
+    "total_ah_charged": (0.0, 1e9)}
+#: bitfields and counters: non-negative integers
+_INTEGERS = ("errors", "warnings", "cycles", "cycles_6050", "awake")
+
+
+def clean_values(report: NodeReport) -> dict[str, Any]:
+    """The report's values parsed once more at this edge (the poller hands over whatever it
+    decoded): numbers finite and in their physical range, bitfields and counters non-negative
+    integers; anything else ``None``."""
+    out: dict[str, Any] = {}
+    for key, raw in report.values.items():
+        if key in _INTEGERS:
+            ok = isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**32
+            out[key] = int(raw) if ok else None
+        else:
+            out[key] = safety.parse_number(raw, _RANGES.get(key, safety.ANY))
+    return out
+
+
+def _reading(report: NodeReport, values: dict[str, Any], key: str) -> safety.Reading[float]:
+    """A cleaned value as a :class:`~driver.safety.Reading` with the time it was read."""
+    v = values.get(key)
+    return safety.Reading(None if v is None else float(v), report.stamps.get(key, -math.inf))
 
 
 def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) -> ChargeLimits:
@@ -173,14 +199,15 @@ def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) 
         max_discharge=limits.max_discharge_temperature)
     # A temperature object the battery does not have (it answered "does not exist") is not
     # unknown, just absent; one it has but that is invalid or too old is unknown.
-    temps = [_reading(report, k) for k in TEMPERATURE_KEYS if k not in report.missing]
+    values = clean_values(report)
+    temps = [_reading(report, values, k) for k in TEMPERATURE_KEYS if k not in report.missing]
     if now is None:
         temps = [safety.Reading(r.value, t) for r in temps]
-    errors = report.values.get("errors")
-    error_bits = int(errors) if isinstance(errors, int) else None
+    error_bits = values.get("errors")
     blocks = {} if error_bits is None else {
         f"error bits 0x{error_bits:04X} forbid charging": bool(error_bits & objs.BLOCKS_CHARGE)}
-    required = {name: _reading(report, key) for key, name in REQUIRED_FOR_CHARGE.items()}
+    required = {name: _reading(report, values, key)
+                for key, name in REQUIRED_FOR_CHARGE.items()}
     if now is None:
         required = {n: safety.Reading(r.value, t) for n, r in required.items()}
     verdict = safety.charge_verdict(now=t, max_age=max_age, policy=policy, temperatures=temps,
@@ -192,7 +219,7 @@ def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) 
     allow_c = ccl > 0
     # Discharge: the battery's own limit must be known (fail closed), over-temperature by the
     # highest temperature known, the battery's own error bits.
-    own_dcl = _reading(report, "max_discharge_current").usable(t, max_age)
+    own_dcl = _reading(report, values, "max_discharge_current").usable(t, max_age)
     allow_d = True
     if own_dcl is None:
         allow_d = False
@@ -225,7 +252,7 @@ def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True,
     if not report.online:
         out["/Alarms/BmsCable"] = 2
         return out
-    v = report.values
+    v = clean_values(report)
     volt, cur, soc, temp = v.get("voltage"), v.get("current"), v.get("soc"), v.get("temperature")
     out["/Dc/0/Voltage"] = _round(volt, 3)
     out["/Dc/0/Current"] = _round(cur, 3)
