@@ -238,13 +238,15 @@ def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) 
 
 
 def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True,
-                   now: float | None = None) -> dict[str, Any]:
-    """``{path: value}`` for the service of one battery (every path of :data:`DATA_PATHS`)."""
+                   now: float | None = None, lim: ChargeLimits | None = None) -> dict[str, Any]:
+    """``{path: value}`` for the service of one battery (every path of :data:`DATA_PATHS`);
+    ``lim``: :func:`charge_limits` of the same report, limits and ``now`` if already known."""
     out: dict[str, Any] = dict.fromkeys(DATA_PATHS)
     if with_cvl:
         out[CVL_PATH] = limits.charge_voltage
     out["/Info/BatteryLowVoltage"] = limits.battery_low_voltage
-    lim = charge_limits(report, limits, now)
+    if lim is None:
+        lim = charge_limits(report, limits, now)
     out["/Info/MaxChargeCurrent"] = lim.ccl
     out["/Info/MaxDischargeCurrent"] = lim.dcl
     out["/Io/AllowToCharge"] = int(lim.allow_charge)

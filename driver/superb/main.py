@@ -105,6 +105,7 @@ class SuperbDriver:
         self.aggregate: Any = None
         self.aggregator = bat.Aggregator()
         self.last_soc: dict[int, tuple[float, float]] = {}
+        self._computed: dict[int, tuple[dict[str, Any], bat.ChargeLimits]] = {}
         self.manager: Any = None
         self.port_status = PortStatus()
         self.poll_config = self._poll_config()
@@ -241,6 +242,7 @@ class SuperbDriver:
             self._remove_battery(n)
             self.reports.pop(n, None)
             self.last_soc.pop(n, None)
+            self._computed.pop(n, None)
         if self.port is not None:
             for n in sorted(set(ids) - old):
                 self._start_poller(n)
@@ -328,18 +330,27 @@ class SuperbDriver:
         if self.mode == MODE_AGGREGATE:
             self._update_aggregate()
 
+    def _compute(self, r: NodeReport, now: float) -> tuple[dict[str, Any], bat.ChargeLimits]:
+        """One battery's values and limits at ``now``, kept for the aggregate and the status
+        (each battery is computed once per report and once per tick, not once per member of
+        every aggregate update)."""
+        lim = bat.charge_limits(r, self.limits, now)
+        values = bat.battery_values(r, self.limits, True, now, lim)
+        self._computed[r.node_id] = (values, lim)
+        return values, lim
+
     def _update_battery(self, r: NodeReport) -> None:
         svc = self.services.get(r.node_id)
         if r.serial is not None and (svc is None or svc.uid != f"superb_{r.serial}"):
             if svc is not None:
                 self._remove_battery(r.node_id)
             svc = self.services[r.node_id] = self._create_battery(r)
+        values = dict(self._compute(r, time.monotonic())[0])
         if svc is not None:
-            values = bat.battery_values(r, self.limits, self._with_cvl(), time.monotonic())
             if not self._with_cvl():  # not the BMS: its own limits under custom paths
                 for path, own in bat.OWN_LIMIT_PATHS.items():
                     values[own] = values.pop(path)
-            svc.update(values, r.online)
+            svc.update(values, r.online)  # paths the service does not have are left out
 
     def _republish_all(self) -> None:
         for r in self.reports.values():
@@ -351,9 +362,12 @@ class SuperbDriver:
         for n in self.node_ids:
             r = self.reports.get(n) or NodeReport(node_id=n, online=False)
             soc = self.last_soc.get(n)
+            done = self._computed.get(n)
+            values = done[0] if done is not None and n in self.reports else \
+                self._compute(r, time.monotonic())[0]
             out.append(bat.Member(
                 label=f"node {n}" + (f" ({r.serial})" if r.serial is not None else ""),
-                report=r, values=bat.battery_values(r, self.limits, True, time.monotonic()),
+                report=r, values=values,
                 capacity=bat.installed_capacity(r, self.limits),
                 last_soc=soc[0] if soc else None, last_soc_time=soc[1] if soc else -1e18))
         return out
@@ -367,7 +381,12 @@ class SuperbDriver:
     def _tick(self) -> bool:
         if _injected("tick"):
             raise InjectedFault("injected into the tick")
-        self._update_aggregate()  # ramps and the SoC grace period move with time
+        # Values age with time, also when no report comes (a poller stuck in a read): every
+        # battery is computed again, its service and the aggregate follow; ramps and the SoC
+        # grace period move with time.
+        for r in list(self.reports.values()):
+            self._update_battery(r)
+        self._update_aggregate()
         self._publish_status()
         return True
 
@@ -382,7 +401,9 @@ class SuperbDriver:
                 nodes[str(n)] = {"state": "starting"}
                 continue
             c = r.counters
-            lim = bat.charge_limits(r, self.limits, time.monotonic())
+            done = self._computed.get(n)
+            lim = done[1] if done is not None else bat.charge_limits(r, self.limits,
+                                                                     time.monotonic())
             nodes[str(n)] = {
                 "state": r.state, "online": r.online, "serial": r.serial,
                 "firmware": r.firmware,
