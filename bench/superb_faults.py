@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             "it (values invalid, CCL 0), recover = removal to the first healthy report (CCL "
             "100 A). Median and maximum of the runs. Process-level tests of the same faults: "
             "`tests/superb/test_quirky_system.py`, `tests/superb/test_guard.py` (an exception in "
-            "dbus-superb's tick: the process exits with code 1 for its supervisor).\n",
+            "dbus-superb's tick: the process exits with code 1 for its supervisor). Since "
+            "issue 11 only \"object does not exist\" aborts are remembered (per firmware): "
+            "the matrix's SDO-aborts row (0x08000024, a transient code) now gets the "
+            "temperature back at the next read after the abort ends, reboot or not.\n",
             "| fault | detect (s), median / max | recover (s), median / max |",
             "|---|---|---|"]
         for r in rows:

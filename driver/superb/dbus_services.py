@@ -34,6 +34,9 @@ _UNITS = {"/Dc/0/Voltage": ("V", 2), "/Dc/0/Current": ("A", 1), "/Dc/0/Power": (
           "/System/MinCellTemperature": ("°C", 1), "/System/MaxCellTemperature": ("°C", 1)}
 
 
+_UNSET = object()
+
+
 def _text(path: str, value: Any) -> str:
     unit = _UNITS.get(path)
     if unit is None or not isinstance(value, int | float):
@@ -64,6 +67,8 @@ class BatteryService:
         for path, value in (extra or {}).items():
             svc.add_path(path, value)
         self.paths = tuple(paths)
+        self._pathset = frozenset(self.paths)
+        self._last: dict[str, Any] = {}
         for path in self.paths:
             svc.add_path(path, None, gettextcallback=_text)
         svc.register()
@@ -81,12 +86,19 @@ class BatteryService:
             self.svc["/CustomName"] = new or ""
 
     def update(self, values: Mapping[str, Any], connected: bool) -> None:
-        """Publish new values (one ItemsChanged); paths not in ``values`` are left alone."""
+        """Publish new values (one ItemsChanged); paths not in ``values`` are left alone.
+
+        Nothing is done when nothing changed since the last update (the tick refreshes every
+        battery twice a second; most of the time its values are the same)."""
+        wanted = {p: v for p, v in values.items() if p in self._pathset}
+        wanted["/Connected"] = int(connected)
+        if wanted == self._last:
+            return
         with self.svc as s:
-            for path, value in values.items():
-                if path in self.paths:
+            for path, value in wanted.items():
+                if self._last.get(path, _UNSET) != value or path not in self._last:
                     s[path] = value
-            s["/Connected"] = int(connected)
+        self._last.update(wanted)
 
     def remove(self) -> None:
         if self.svc is not None:
