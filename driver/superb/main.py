@@ -105,7 +105,8 @@ class SuperbDriver:
         self.aggregate: Any = None
         self.aggregator = bat.Aggregator()
         self.last_soc: dict[int, tuple[float, float]] = {}
-        self._computed: dict[int, tuple[dict[str, Any], bat.ChargeLimits]] = {}
+        #: node -> (values, limits, monotonic time computed)
+        self._computed: dict[int, tuple[dict[str, Any], bat.ChargeLimits, float]] = {}
         self.manager: Any = None
         self.port_status = PortStatus()
         self.poll_config = self._poll_config()
@@ -326,9 +327,14 @@ class SuperbDriver:
         self.reports[r.node_id] = r
         if r.online and r.values.get("soc") is not None:
             self.last_soc[r.node_id] = (float(r.values["soc"]), time.monotonic())
+        before = self._computed.get(r.node_id)
         self._update_battery(r)
         if self.mode == MODE_AGGREGATE:
-            self._update_aggregate()
+            after = self._computed[r.node_id][1]
+            # A change of a battery's limits reaches the aggregate at once; its measurements
+            # join at the next tick (twice a second) instead of with every battery's report.
+            if before is None or before[1] != after:
+                self._update_aggregate()
 
     def _compute(self, r: NodeReport, now: float) -> tuple[dict[str, Any], bat.ChargeLimits]:
         """One battery's values and limits at ``now``, kept for the aggregate and the status
@@ -336,7 +342,7 @@ class SuperbDriver:
         every aggregate update)."""
         lim = bat.charge_limits(r, self.limits, now)
         values = bat.battery_values(r, self.limits, True, now, lim)
-        self._computed[r.node_id] = (values, lim)
+        self._computed[r.node_id] = (values, lim, now)
         return values, lim
 
     def _update_battery(self, r: NodeReport) -> None:
@@ -381,11 +387,14 @@ class SuperbDriver:
     def _tick(self) -> bool:
         if _injected("tick"):
             raise InjectedFault("injected into the tick")
-        # Values age with time, also when no report comes (a poller stuck in a read): every
-        # battery is computed again, its service and the aggregate follow; ramps and the SoC
-        # grace period move with time.
-        for r in list(self.reports.values()):
-            self._update_battery(r)
+        # Values age with time, also when no report comes (a poller stuck in a read): a
+        # battery without a report for a poll interval is computed again (its values may have
+        # become too old); the aggregate follows, its ramps and SoC grace period move with time.
+        now = time.monotonic()
+        for n, r in list(self.reports.items()):
+            done = self._computed.get(n)
+            if done is None or now - done[2] >= self.poll_config.interval:
+                self._update_battery(r)
         self._update_aggregate()
         self._publish_status()
         return True
