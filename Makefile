@@ -9,7 +9,7 @@ DURATION ?= 0
 BENCH_DURATION ?= 600
 ARTIFACTS ?= artifacts
 
-.PHONY: all deps system venv test lint typecheck pytest demo bench soak dist qml clean
+.PHONY: all deps system venv test lint typecheck pytest demo replay bench soak dist qml clean
 
 all: test
 
@@ -43,6 +43,11 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(PY) -m sim.demo --duration $(DURATION)
+
+# the drivers fed with a diagnostic bundle's settings and CAN capture: make replay BUNDLE=x.tar.gz
+replay: $(STAMP)
+	@test -n "$(BUNDLE)" || { echo "usage: make replay BUNDLE=canbridge-diag-....tar.gz"; exit 2; }
+	$(PY) -m sim.demo --replay $(BUNDLE) --duration $(DURATION)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all --duration $(BENCH_DURATION)

@@ -225,6 +225,13 @@ def render(data: dict[str, Any]) -> str:
     out.append("|---|---|---|---|")
     out.extend(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in FIXES)
     out.append("")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sma_inputs_report import section
+
+    if sma := section():
+        out.append(sma)
     if SUPERB_SECTION.exists():
         out.append(SUPERB_SECTION.read_text())
     out.append(LIMITS)

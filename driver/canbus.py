@@ -10,6 +10,11 @@ bus:
 * off the GX, when ``$CANBRIDGE_CANLINK`` names the loopback hub, a plain channel name is opened
   on the loopback CAN link instead (``sim/canlink``), so the demo and the tests run the drivers
   with exactly the settings they have on a GX.
+
+With a ``role`` (the drivers pass one), the setting is first resolved on this GX by
+:func:`driver.canports.resolve`: ``auto`` becomes the VE.Can port (SuperB) or the other CAN port
+(Sunny Island) of this model, and a name that does not exist (or the BMS-only port for SuperB)
+fails with a message that says which CAN interfaces there are.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import can
 
-CANLINK_ENV = "CANBRIDGE_CANLINK"
+from driver.canports import CANLINK_ENV, CanPortError, resolve
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,17 @@ def bus_spec(setting: str, bitrate: int | None = None) -> BusSpec:
     return BusSpec("socketcan", text, bitrate)
 
 
-def open_bus(setting: str, bitrate: int | None = None, **kwargs: Any) -> can.BusABC:
-    """Open the bus a ``CanInterface`` setting names. Raises :class:`can.CanError` on failure."""
+def open_bus(setting: str, bitrate: int | None = None, role: str | None = None,
+             **kwargs: Any) -> can.BusABC:
+    """Open the bus a ``CanInterface`` setting names. Raises :class:`can.CanError` on failure.
+
+    ``role`` (``driver.canports.ROLE_SUPERB``/``ROLE_SMA``): resolve the setting on this GX first.
+    """
+    if role is not None:
+        try:
+            setting = resolve(setting, role)
+        except CanPortError as exc:
+            raise can.CanInitializationError(str(exc)) from exc
     spec = bus_spec(setting, bitrate)
     args: dict[str, Any] = {"interface": spec.interface, "channel": spec.channel}
     if spec.interface not in ("socketcan", "canlink", "virtual") and spec.bitrate:

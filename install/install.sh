@@ -10,13 +10,16 @@
 #   /data/apps/enabled/<Name>                the gui-v2 plugin (a link to the above)
 #   /data/rc.local                           one line that runs install/boot.sh at every boot
 # and, rebuilt at every boot by boot.sh: /service/<name> (daemontools) and the classic gui's
-# Settings entry in /opt/victronenergy/gui/qml/PageSettings.qml (original kept, restorable).
+# Settings entry in /opt/victronenergy/gui/qml/PageSettings.qml (original kept, restorable; on
+# the read-only rootfs, written through Victron's remount-rw.sh and left read-only again).
 #
 # Options:
 #   --services LIST     parts to run: superb,sma,web (or "none"). First install: superb,web;
 #                       later runs keep the previous choice unless this is given.
-#   --sma-port PORT     CAN port of the Sunny Island (default: can1); its Venus port profile is
-#                       set to "Up, but no services (500 kbit/s)" when dbus-sma is enabled.
+#   --sma-port PORT     CAN port of the Sunny Island (default: auto, the GX's CAN port that is
+#                       not the VE.Can port: vecan1 on a Cerbo GX B1/Ekrano, can1 on a Cerbo
+#                       GX); its Venus port profile is set to "Up, but no services (500 kbit/s)"
+#                       when dbus-sma is enabled. The installer lists the CAN ports it found.
 #   --no-can-setup      leave CAN port profiles alone.
 #   --no-gui-v2 / --gui-v2              do not / do enable the gui-v2 plugin (default: do)
 #   --no-classic-gui / --classic-gui    do not / do add the classic gui page (default: do)
@@ -160,13 +163,23 @@ rc_add_line() {
         file=$disabled
         warn "start-up scripts are disabled on this GX ($disabled exists)."
         warn "CanBridge runs now, but after a reboot or firmware update it only comes back once"
-        warn "you enable them again (Settings > General > Modification checks). The line has"
-        warn "been added to rc.local.disabled so that it is in place then."
+        warn "you enable them again (Venus 3.70+: Settings > General > Support status >"
+        warn "Re-enable custom startup scripts; before 3.70: Settings > General > Modification"
+        warn "checks). The line has been added to rc.local.disabled so that it is in place then."
     else
         file=$rc
         printf '#!/bin/bash\n' >"$rc"
         chmod 755 "$rc"
         state_set rc_created 1
+    fi
+    # Venus runs /data/rc.local only when it is executable (custom-rc-late.sh in
+    # meta-victronenergy: "if [ -x /data/rc.local ]"); one copied over without its mode would
+    # silently never run. (rc.local.disabled is left as it is: Venus renames it back.)
+    if [ "$file" = "$rc" ] && [ ! -x "$rc" ]; then
+        chmod a+x "$rc"
+        state_set rc_made_executable 1
+        warn "${rc#"$ROOT"} was not executable, so Venus did not run it at boot; made it" \
+             "executable (everything in it now runs at boot; --uninstall reverts the mode)"
     fi
     if grep -qxF "$RC_LINE" "$file"; then return 0; fi
     if [ -s "$file" ] && [ "$(tail -c 1 "$file" | od -An -c | tr -d ' ')" != '\n' ]; then
@@ -194,6 +207,10 @@ rc_remove_line() {
             rm -f "$file"
         else
             printf '%s' "$new" >"$file"
+            if [ "$file" = "$ROOT/data/rc.local" ] && [ "$(state_get rc_made_executable)" = 1 ]
+            then
+                chmod a-x "$file"
+            fi
         fi
         log "removed the boot line from ${file#"$ROOT"}"
     done
@@ -279,9 +296,14 @@ can_setup() {
         *:*) log "dbus-sma uses $port (python-can sets its bitrate): no port profile to set"
              return 0 ;;
     esac
-    superb_port=vecan0
+    # names differ per GX model: resolve both ports on this GX (driver/canports.py)
+    if ! port=$(can_resolve sma "$port" 2>&1); then
+        warn "Sunny Island port: $port"
+        return 0
+    fi
+    superb_port=$(can_resolve superb auto 2>/dev/null) || superb_port=""
     if [[ " $(enabled_services | tr '\n' ' ') " == *" dbus-superb "* ]]; then
-        if [ "$port" = "$superb_port" ] || [ "$port" = can0 ]; then
+        if [ "$port" = "$superb_port" ]; then
             warn "the Sunny Island needs its own CAN port at 500 kbit/s; $port is the SuperB" \
                  "port (VE.Can, 250 kbit/s). Choose another port with --sma-port."
             return 0
@@ -298,7 +320,8 @@ can_setup() {
             return 0 ;;
         *)
             warn "could not read the CAN profile of $port (settings service not reachable);" \
-                 "set it in Settings > Services > $port, or run the installer again"
+                 "set it in Settings > Connectivity > (the port) > CAN-bus profile (Venus" \
+                 "3.70+; before: Settings > Services), or run the installer again"
             return 0 ;;
     esac
     case $profile in
@@ -334,6 +357,40 @@ can_restore() {
     fi
 }
 
+# The GX's CAN interfaces: network interfaces of type 280 with Venus's udev names
+# (driver/canports.py, the drivers' own discovery). Lines "iface<TAB>name<TAB>config".
+can_ports_found() {
+    (cd "$APP" && PYTHONPATH=$APP "$PYTHON" -m driver.canports --root "${ROOT:-/}")
+}
+
+# can_resolve ROLE VALUE: the interface VALUE ("auto" or a name) stands for on this GX, as the
+# driver resolves it; the reason on stderr and non-zero when there is none.
+can_resolve() {
+    (cd "$APP" && PYTHONPATH=$APP "$PYTHON" -m driver.canports --root "${ROOT:-/}" \
+        --resolve "$1" "$2")
+}
+
+# Show what was found and what "auto" means here, so the user can choose.
+offer_can_ports() {
+    local list iface name config desc superb sma
+    list=$(can_ports_found 2>/dev/null) || return 0
+    if [ -z "$list" ]; then
+        warn "no CAN interfaces found on this GX (ip link shows them); plug in the CAN" \
+             "adapter or check the GX model"
+        return 0
+    fi
+    log "CAN ports found on this GX:"
+    while IFS=$'\t' read -r iface name config; do
+        desc=$name
+        if [ -n "$config" ]; then desc=${desc:+$desc, }$config; fi
+        log "  $iface${desc:+ ($desc)}"
+    done <<<"$list"
+    superb=$(can_resolve superb auto 2>&1) || superb="none ($superb)"
+    sma=$(can_resolve sma auto 2>&1) || sma="none ($sma)"
+    log "'auto' here: SuperB batteries on $superb, Sunny Island on $sma. Choose others in" \
+        "Settings > CanBridge or on the web page (CAN interface), and with --sma-port."
+}
+
 restart_changed_services() {
     local name
     for name in "$@"; do
@@ -358,7 +415,7 @@ do_install() {
         state_set gui_v2 1
         state_set classic_gui 1
         state_set can_setup 1
-        state_set sma_port can1
+        state_set sma_port auto
     fi
     if [ -n "$OPT_PARTS" ]; then
         local part parts=""
@@ -374,6 +431,7 @@ do_install() {
     [ -n "$OPT_CAN_SETUP" ] && state_set can_setup "$OPT_CAN_SETUP"
     [ -n "$OPT_SMA_PORT" ] && state_set sma_port "$OPT_SMA_PORT"
     state_set version "$(cat "$APP/VERSION")"
+    offer_can_ports
 
     # services: stop the ones no longer wanted, (re)write the rest
     local name
@@ -499,6 +557,10 @@ do_status() {
     fi
     echo "  classic gui: $("$PYTHON" "$APP/install/classic_gui.py" status \
         --gui "$(classic_gui_dir)" --state "$APP/conf/classic-gui" 2>/dev/null || echo unknown)"
+    local ports
+    ports=$(can_ports_found 2>/dev/null |
+        awk -F '\t' '{ printf "%s%s%s", sep, $1, ($2 != "" ? " (" $2 ")" : ""); sep = ", " }')
+    echo "  CAN ports: ${ports:-none found}"
     if [ -n "$(state_get can_profile_port)" ]; then
         echo "  CAN: $(state_get can_profile_port) set to 500 kbit/s without services" \
              "(was profile $(state_get can_profile_old))"

@@ -7,6 +7,8 @@
 #   CANBRIDGE_SVC (svc), CANBRIDGE_SVOK (svok), CANBRIDGE_PYTHON (python3, for the helpers).
 
 SVC=${CANBRIDGE_SVC:-svc}
+# The machine architecture (uname -m); the tests set it to simulate another GX.
+ARCH=${CANBRIDGE_ARCH:-$(uname -m)}
 SVOK=${CANBRIDGE_SVOK:-svok}
 PYTHON=${CANBRIDGE_PYTHON:-python3}
 
@@ -142,8 +144,23 @@ fi
 PYTHONPATH="\$APP:\$APP/vendor\${PYTHONPATH:+:\$PYTHONPATH}"
 export PYTHONPATH
 cd "\$APP" || exit 111
-exec softlimit -d 100000000 -s 1000000 -a 100000000 "\$PYTHON" -m $module
+exec softlimit -d 100000000 -s 1000000 -a $(softlimit_all) "\$PYTHON" -m $module
 EOF
+}
+
+# The softlimit -a (all memory: the address space) of our services. Victron's daemontools class
+# (meta-victronenergy, meta-third-party/classes/daemontools.bbclass, SOFTLIMIT_ALL_FACTOR)
+# multiplies -a by 4 on aarch64 (Ekrano, Cerbo GX B1, Raspberry Pi 5) since Venus 3.70: a 64-bit
+# process maps far more address space for the same work (64-bit pointers, glibc reserving 64 MiB
+# per malloc arena instead of 1 MiB, larger thread stacks) while its resident memory hardly
+# changes. Python with one thread per battery reaches 100 MB of address space on aarch64 long
+# before it uses much memory, so we follow Victron: 100 MB on 32-bit ARM (and anything else),
+# 400 MB on aarch64. -d (data segment) is not multiplied, as in Victron's class.
+softlimit_all() {
+    case $ARCH in
+        aarch64 | arm64) echo 400000000 ;;
+        *) echo 100000000 ;;
+    esac
 }
 
 write_log_script() {
@@ -231,10 +248,16 @@ remove_service() {
     rm -rf "$aside"
 }
 
+# Restart the GUI: its daemontools service is /service/start-gui on machines whose config sets
+# START_GUI = "start-gui" (Cerbo GX "einstein", Ekrano, Raspberry Pi 5, am62xx: meta-bsp/conf/
+# machine/*.conf in meta-victronenergy) and /service/gui elsewhere: restart whichever exists.
 restart_gui() {
-    if [ -d "$ROOT/service/gui" ]; then
-        svc_if_supervised -t "$ROOT/service/gui"
-    fi
+    local name
+    for name in start-gui gui; do
+        if [ -d "$ROOT/service/$name" ]; then
+            svc_if_supervised -t "$ROOT/service/$name"
+        fi
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -243,14 +266,16 @@ restart_gui() {
 classic_gui_dir() { echo "$ROOT/opt/victronenergy/gui/qml"; }
 
 # classic_gui_apply: patch (again). Prints "changed"/"unchanged"; non-zero on failure.
+# The rootfs holding it is read-only on a GX: classic_gui.py makes it writable with Victron's
+# remount-rw.sh only while it writes, verifies, and leaves it read-only again.
 classic_gui_apply() {
     "$PYTHON" "$APP/install/classic_gui.py" apply --gui "$(classic_gui_dir)" \
-        --source "$APP/gui-v1" --state "$APP/conf/classic-gui"
+        --source "$APP/gui-v1" --state "$APP/conf/classic-gui" --root "${ROOT:-/}"
 }
 
 classic_gui_restore() {
     "$PYTHON" "$APP/install/classic_gui.py" restore --gui "$(classic_gui_dir)" \
-        --state "$APP/conf/classic-gui"
+        --state "$APP/conf/classic-gui" --root "${ROOT:-/}"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -48,13 +48,15 @@ INSTALL_FILES = (
     "install/lib.sh",
     "install/boot.sh",
     "install/canmon.sh",
+    "install/config.sh",
+    "install/diag.sh",
     "install/remote-install.sh",
     "install/classic_gui.py",
     "install/venus_settings.py",
     "install/vendor.lock",
 )
 EXECUTABLES = ("install/install.sh", "install/boot.sh", "install/canmon.sh",
-               "install/remote-install.sh")
+               "install/config.sh", "install/diag.sh", "install/remote-install.sh")
 SKIP_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo", ".so", ".pyd", ".c", ".h", ".orig", ".rej"}
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z

@@ -11,7 +11,8 @@
 # bundle this script is part of) is checked against its .sha256 file, streamed to the GX over
 # one ssh connection (one password prompt), unpacked in a temporary directory under /data,
 # installed with install/install.sh and the options given, and the temporary directory removed.
-# The GX needs SSH access (root password set, Settings > General > Access level "Superuser").
+# The GX needs SSH access: Settings > General > Access & Security (Venus 3.70+; Settings > General
+# before): access level "Superuser", a root password, "SSH on LAN" on.
 set -euo pipefail
 
 SSH=${CANBRIDGE_SSH:-ssh}

@@ -32,14 +32,16 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from driver.canports import is_can_interface_setting
 from driver.schema import Group, Schema, Setting, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "build" / "qml"
 
 PLUGIN_NAME = "CanBridge"
-# gui-v2 1.2.14 is the oldest release with plugin support; the stubs only offer API present in
-# every release listed in qml/stubs/pinned_api.json, starting with this one.
+# gui-v2 1.2.14 is the oldest release with plugin support; the pages only use types and API
+# present at every gui-v2 commit pinned in qml/stubs/pinned_api.json (this release, the newest
+# release and main), which tests/qml checks with qml/api_check.py.
 MIN_GUI_V2 = "v1.2.14"
 # SuperB batteries are published with this product id, which other community battery drivers
 # share: the device page checks /Mgmt/ProcessName before it offers anything.
@@ -51,6 +53,18 @@ CLASSIC_MENU_PAGE = "PageSettingsCanBridge"
 CLASSIC_SNIPPET = "PageSettings.CanBridge.snippet"
 # Text widgets whose input must be a node-ID list ("1,2,5-7"), checked before saving.
 NODELIST_PATTERN = r"^\s*\d+\s*(-\s*\d+\s*)?(,\s*\d+\s*(-\s*\d+\s*)?)*$"
+
+
+# Where each driver publishes its last refused setting as one line (docs/web.md "Refused
+# values"): the SuperB driver on com.victronenergy.canbridge.superb (its uid made from the
+# settings service's: "dbus/com.victronenergy..." or "mqtt/<class>/0"), the SMA driver on its
+# vebus service (gui-v2's system vebus service; absent: nothing shown).
+REFUSAL_PATH = "/CanBridge/LastRefusal"
+REFUSAL_SOURCES = {
+    "Superb/": ('Global.systemSettings.serviceUid.replace("com.victronenergy.settings", '
+                '"com.victronenergy.canbridge.superb").replace("settings/0", "canbridge/0")'),
+    "Sma/": '(Global.system && Global.system.veBus ? Global.system.veBus.serviceUid : "")',
+}
 
 
 class BuildError(Exception):
@@ -157,6 +171,178 @@ def v2_item(setting: Setting) -> list[str]:
     raise BuildError(f"{setting.path}: no gui-v2 control for widget '{setting.widget}'")
 
 
+# Venus's own list of the GX's CAN interfaces (venus-platform, com.victronenergy.platform
+# /CanBus/Interfaces: [{"interface": "can0", "name": "VE.Can port", "config": 0}, ...]; config 1
+# = CAN-bus BMS only), as gui-v2's Settings > Connectivity page reads it (v1.2.14 to main); and
+# the SuperB driver's resolution error (com.victronenergy.canbridge.superb /Status/CanError).
+CAN_PORTS_ITEM = ["VeQuickItem {", "\tid: canInterfaces",
+                  "\tuid: Global.venusPlatform.serviceUid + \"/CanBus/Interfaces\"", "}"]
+SUPERB_MANAGER = "com.victronenergy.canbridge.superb"
+BMS_ONLY_CONFIG = 1  # gui-v2 src/enums.h CanBusConfig_ForcedCanBusBms
+
+
+def can_port_items(setting: Setting, field_id: str) -> list[list[str]]:
+    """The CAN ports of this GX as a choice that writes ``setting`` (through its text field),
+    and, for SuperB, the driver's error when the configured port is unusable."""
+    key = re.sub(r"\W", "_", setting.key)
+    superb = setting.key.startswith("Superb/")
+    auto = "auto: this GX's VE.Can port" if superb else "auto: this GX's second CAN port"
+    choice = [
+        "ListRadioButtonGroup {",
+        *indent([
+            f"objectName: {qstr('ports_' + key)}",
+            f"text: {tr('CAN ports found')}",
+            f"caption: {tr('Choose the port to use; the field above takes any other name.')}",
+            "updateDataOnClick: false",
+            "optionModel: {",
+            *indent([
+                f"const options = [{{ display: {tr(auto)}, value: \"auto\" }}]",
+                "let found = canInterfaces.value",
+                "try {",
+                "\tif (typeof found === \"string\")",
+                "\t\tfound = JSON.parse(found)",
+                "} catch (e) {",
+                "\tfound = []",
+                "}",
+                "for (let i = 0; found && i < found.length; ++i) {",
+                "\tconst p = found[i]",
+                "\tconst label = p.interface + (p.name ? \" (\" + p.name + \")\" : \"\")",
+                f"\t\t+ (p.config === {BMS_ONLY_CONFIG} ? {tr(', BMS only')} : \"\")",
+                "\toptions.push({ display: label, value: p.interface })",
+                "}",
+                "return options",
+            ], 1),
+            "}",
+            "currentIndex: {",
+            *indent([f"const v = {field_id}.dataItem.value",
+                     "for (let i = 0; i < optionModel.length; ++i) {",
+                     "\tif (optionModel[i].value === v)", "\t\treturn i", "}",
+                     "return -1"], 1),
+            "}",
+            f"onOptionClicked: function(index) {{ {field_id}.dataItem.setValue("
+            "optionModel[index].value) }",
+        ], 1),
+        "}",
+    ]
+    # The problem with the configured port: the SuperB driver's own message when it has one,
+    # else the page's check against Venus's list (a name this GX does not have; for SuperB the
+    # BMS-only port), as the drivers and the web page check it.
+    from_driver = "canError.value === undefined ? \"\" : String(canError.value)" if superb \
+        else "\"\""
+    bms = (f"found[i].config === {BMS_ONLY_CONFIG} ? "
+           f"{tr('%1 is reserved by Venus for CAN-bus BMS batteries')}.arg(v) : \"\""
+           if superb else "\"\"")
+    problem = [
+        "ListText {",
+        *indent([
+            f"objectName: {qstr('error_' + key)}",
+            f"text: {tr('CAN port problem')}",
+            "secondaryText: {",
+            *indent([
+                f"const driver = {from_driver}",
+                "if (driver.length > 0)",
+                "\treturn driver",
+                f"const raw = {field_id}.dataItem.value",
+                "const v = raw === undefined ? \"\" : String(raw)",
+                "if (v === \"\" || v === \"auto\" || v.indexOf(\":\") >= 0)",
+                "\treturn \"\"",
+                "let found = canInterfaces.value",
+                "try {",
+                "\tif (typeof found === \"string\")",
+                "\t\tfound = JSON.parse(found)",
+                "} catch (e) {",
+                "\tfound = undefined",
+                "}",
+                "if (!found || !found.length)",
+                "\treturn \"\"  // Venus's list unknown: nothing to say",
+                "for (let i = 0; i < found.length; ++i) {",
+                "\tif (found[i].interface === v)",
+                f"\t\treturn {bms}",
+                "}",
+                f"return {tr('CAN interface %1 does not exist on this GX')}.arg(v)",
+            ], 1),
+            "}",
+            "preferredVisible: secondaryText.length > 0"], 1),
+        "}"]
+    return [choice, problem]
+
+
+def can_page_extra(settings: list[Setting]) -> list[str]:
+    """Page-level items the CAN port choice needs (none without a CanInterface setting)."""
+    if not any(is_can_interface_setting(s.key) for s in settings):
+        return []
+    extra = list(CAN_PORTS_ITEM)
+    if any(is_can_interface_setting(s.key) and s.key.startswith("Superb/") for s in settings):
+        extra += ["", "VeQuickItem {", "\tid: canError",
+                  f"\tuid: BackendConnection.serviceUidFromName({qstr(SUPERB_MANAGER)}, 0)"
+                  " + \"/Status/CanError\"", "}"]
+    return extra
+
+
+def v2_group_items(settings: list[Setting]) -> list[list[str]]:
+    """The items of one group's gui-v2 page."""
+    items: list[list[str]] = []
+    for s in settings:
+        items.append(v2_item(s))
+        if is_can_interface_setting(s.key) and s.widget == "text":
+            items += can_port_items(s, "text_" + re.sub(r"\W", "_", s.key))
+        if in_use := v2_in_use(s):
+            items.append(in_use)
+    return items
+
+
+def v2_refusal_item(schema: Schema, group: Group) -> list[list[str]]:
+    """A read-only line with the driver's last refusal of a value of this group (or none)."""
+    keys = [s.key for s in schema.in_group(group.id)]
+    for prefix, service_uid in REFUSAL_SOURCES.items():
+        if any(k.startswith(prefix) for k in keys):
+            return [["ListText {", '\tobjectName: "refusal"',
+                     f"\ttext: {tr('Refused by the driver')}",
+                     f"\tdataItem.uid: {service_uid} + {qstr(REFUSAL_PATH)}",
+                     '\tcaption: dataItem.value === undefined ? "" : String(dataItem.value)',
+                     '\tpreferredVisible: caption !== ""', "}"]]
+    return []
+
+
+#: read-only rows after a setting: what dbus-sma actually uses, from its vebus service
+#: (``/CanBridge/*``; docs/sma.md "Battery source and SoC source")
+IN_USE = {"Sma/BatteryService": ("BatterySource", "Battery source in use"),
+          "Sma/SocService": ("SocSource", "State of charge source in use")}
+#: dbus-sma's vebus service as systemcalc names it (com.victronenergy.system /VebusService: the
+#: vebus service the system uses; on a Sunny Island system the bridge's own). Its name carries
+#: the *resolved* CAN port, which a page cannot know when the setting says "auto".
+SYSTEM_VEBUS_V2 = '(Global.system && Global.system.veBus ? Global.system.veBus.serviceUid : "")'
+
+
+def v2_in_use(setting: Setting) -> list[str]:
+    """gui-v2: the value dbus-sma uses for ``setting`` (empty list if none)."""
+    if setting.key not in IN_USE:
+        return []
+    path, label = IN_USE[setting.key]
+    ident = "inUse" + path
+    uid = f'{SYSTEM_VEBUS_V2} + {qstr("/CanBridge/" + path)}'
+    return ["ListText {", f"\tobjectName: {qstr(ident)}", f"\ttext: {tr(label)}",
+            f"\tsecondaryText: {ident}Item.value ? String({ident}Item.value) : {tr('none')}",
+            "", "\tVeQuickItem {", f"\t\tid: {ident}Item", f"\t\tuid: {uid}", "\t}", "}"]
+
+
+def classic_in_use(setting: Setting) -> list[str]:
+    """Classic gui: the value dbus-sma uses for ``setting`` (empty list if none)."""
+    if setting.key not in IN_USE:
+        return []
+    path, label = IN_USE[setting.key]
+    ident = "inUse" + path
+    value = f"({ident}.valid && {ident}.value ? {ident}.value : {tr('none')})"
+    return ["MbSubMenu {",
+            f"\tdescription: {tr(label)} + {qstr(': ')} + {value}",
+            "", "\tVBusItem {", f"\t\tid: {ident}Service",
+            '\t\tbind: "com.victronenergy.system/VebusService"', "\t}",
+            "", "\tVBusItem {", f"\t\tid: {ident}",
+            f"\t\tbind: {ident}Service.valid ? {ident}Service.value + "
+            f"{qstr('/CanBridge/' + path)} : \"\"",
+            "\t}", "}"]
+
+
 def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
             extra: list[str] | None = None) -> str:
     """A gui-v2 page with a list of items."""
@@ -172,13 +358,18 @@ def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
 
 
 def nav_item(group: Group, visible: str | None = None) -> list[str]:
-    """A navigation entry to one group's gui-v2 page."""
+    """A navigation entry to one group's gui-v2 page.
+
+    ``ListNavigation`` + ``Global.pageManager.pushPage`` exists in every gui-v2 from v1.2.14 to
+    main; ``SettingsListNavigation`` (with ``pageSource``) was deleted after v1.3.15.
+    """
+    url = f"qrc:/{PLUGIN_NAME}/{group_page(group)}"
     lines = [f"objectName: {qstr('nav_' + group.id)}", f"text: {tr(group.label)}",
              f"caption: {tr(group.help)}",
-             f"pageSource: {qstr(f'qrc:/{PLUGIN_NAME}/{group_page(group)}')}"]
+             f"onClicked: Global.pageManager.pushPage({qstr(url)}, {{\"title\": text}})"]
     if visible:
         lines.append(f"preferredVisible: {visible}")
-    return ["SettingsListNavigation {", *indent(lines, 1), "}"]
+    return ["ListNavigation {", *indent(lines, 1), "}"]
 
 
 def device_groups(schema: Schema) -> list[Group]:
@@ -197,7 +388,9 @@ def gui_v2_files(schema: Schema, version: str) -> dict[str, str]:
     for group in schema.groups:
         settings = schema.in_group(group.id)
         if settings:
-            files[group_page(group)] = v2_page(tr(group.label), [v2_item(s) for s in settings])
+            files[group_page(group)] = v2_page(
+                tr(group.label), [*v2_refusal_item(schema, group), *v2_group_items(settings)],
+                extra=can_page_extra(settings))
     names = " || ".join(f"name === {qstr(n)}" for n in OUR_PROCESS_NAMES)
     extra = [
         "// 0xBA77 is shared with other battery drivers: offer settings only for ours.",
@@ -244,16 +437,76 @@ def classic_item(setting: Setting) -> list[str]:
         return ["MbSwitch {", f"\tname: {tr(setting.label)}", f"\tbind: {bind}", "}"]
     if setting.widget in ("text", "nodelist"):
         maxlen = setting.maxlength if setting.maxlength is not None else 255
-        return ["MbEditBox {", f"\tdescription: {tr(setting.label)}", f"\titem.bind: {bind}",
+        return ["MbEditBox {",
+                f"\tdescription: {tr(setting.label)}", f"\titem.bind: {bind}",
                 f"\tmaximumLength: {maxlen}", "}"]
     raise BuildError(f"{setting.path}: no classic control for widget '{setting.widget}'")
 
 
-def classic_page_text(title_expr: str, items: list[list[str]]) -> str:
+# The CAN port names of Venus's udev rules (meta-victronenergy meta-venus/recipes-core/udev/
+# files/*/machine.rules): can0/can1 on a Cerbo GX, vecan0/vecan1 on a Cerbo GX B1 and Ekrano. The
+# classic gui's option list is static, so these are offered, each labelled at run time from
+# Venus's list of this GX's interfaces (venus-platform /CanBus/Interfaces): "(VE.Can port)",
+# ", BMS only" or "(not on this GX)". Other ports (USB adapters) go into the text field.
+CLASSIC_PORT_NAMES = ("can0", "can1", "vecan0", "vecan1")
+CLASSIC_CAN_FUNCTIONS = [
+    "property VBusItem canInterfaces: VBusItem { bind: \"com.victronenergy.platform/CanBus/"
+    "Interfaces\" }",
+    "",
+    "function canPortLabel(name) {",
+    "\tvar found = canInterfaces.value",
+    "\ttry {",
+    "\t\tif (typeof found === \"string\")",
+    "\t\t\tfound = JSON.parse(found)",
+    "\t} catch (e) {",
+    "\t\tfound = undefined",
+    "\t}",
+    "\tif (!found || found.length === undefined)",
+    f"\t\treturn name + {tr(' (unknown)')}",
+    "\tfor (var i = 0; i < found.length; ++i) {",
+    "\t\tif (found[i].interface === name)",
+    "\t\t\treturn name + (found[i].name ? \" (\" + found[i].name + \")\" : \"\")",
+    f"\t\t\t\t+ (found[i].config === {BMS_ONLY_CONFIG} ? {tr(', BMS only')} : \"\")",
+    "\t}",
+    f"\treturn name + {tr(' (not on this GX)')}",
+    "}",
+]
+
+
+def classic_can_choice(setting: Setting, box_id: str) -> list[str]:
+    """An MbItemOptions writing the same setting as the text box ``box_id``."""
+    auto = "auto: this GX's VE.Can port" if setting.key.startswith("Superb/") else \
+        "auto: this GX's second CAN port"
+    opts = [f"MbOption {{ description: {tr(auto)}; value: \"auto\" }}"]
+    opts += [f"MbOption {{ description: root.canPortLabel({qstr(n)}); value: {qstr(n)} }}"
+             for n in CLASSIC_PORT_NAMES]
+    return ["MbItemOptions {", f"\tdescription: {tr('CAN port')}", f"\tbind: {box_id}.item.bind",
+            "\tpossibleValues: [", *indent([o + "," for o in opts[:-1]] + opts[-1:], 2), "\t]",
+            "}"]
+
+
+def classic_group_items(settings: list[Setting]) -> list[list[str]]:
+    """The items of one group's classic page."""
+    items: list[list[str]] = []
+    for s in settings:
+        item = classic_item(s)
+        if is_can_interface_setting(s.key) and s.widget == "text":
+            box_id = "box_" + re.sub(r"\W", "_", s.key)
+            items += [[item[0], f"\tid: {box_id}", *item[1:]], classic_can_choice(s, box_id)]
+        else:
+            items.append(item)
+        if in_use := classic_in_use(s):
+            items.append(in_use)
+    return items
+
+
+def classic_page_text(title_expr: str, items: list[list[str]],
+                      extra: list[str] | None = None) -> str:
     """A classic gui page."""
     lines = ["// Generated by qml/build.py from settings_schema.json: do not edit.",
              "import QtQuick 2.0", "import com.victron.velib 1.0", "", "MbPage {",
-             f"\ttitle: {title_expr}", "", "\tmodel: VisibleItemModel {"]
+             "\tid: root", f"\ttitle: {title_expr}", *indent(extra or [], 1), "",
+             "\tmodel: VisibleItemModel {"]
     for item in items:
         lines += indent(item, 2)
     lines += ["\t}", "}", ""]
@@ -275,8 +528,10 @@ def classic_files(schema: Schema) -> dict[str, str]:
         if not settings:
             continue
         name = classic_page(group)
-        files[name + ".qml"] = classic_page_text(tr(group.label),
-                                                 [classic_item(s) for s in settings])
+        has_can = any(is_can_interface_setting(s.key) for s in settings)
+        files[name + ".qml"] = classic_page_text(
+            tr(group.label), classic_group_items(settings),
+            extra=["", *CLASSIC_CAN_FUNCTIONS] if has_can else None)
         menu.append(classic_menu_entry(group.label, name))
     files[CLASSIC_MENU_PAGE + ".qml"] = classic_page_text(qstr(PLUGIN_NAME), menu)
     files[CLASSIC_SNIPPET] = "\n".join(

@@ -1,18 +1,30 @@
 """Pin the API of the Victron GUI components CanBridge's QML uses (developer tool).
 
-Reads a local git copy of ``victronenergy/gui-v2`` (and of ``victronenergy/veutil`` for
-``VeQuickItem``) and writes ``qml/stubs/pinned_api.json``: for each component the names of its
-properties, signals and functions, including inherited ones, **only the names present in every
-pinned gui-v2 release** (the oldest release with plugin support and the newest one checked). The
-stub modules under ``qml/stubs/`` may only declare names from this list (a test checks it), so the
-pages that pass ``qmllint`` against the stubs use API that exists on every supported GX.
+Reads a git copy (a clone or a bare mirror) of ``victronenergy/gui-v2`` (and of
+``victronenergy/veutil`` for ``VeQuickItem``) and writes ``qml/stubs/pinned_api.json``:
+
+* ``gui-v2``: every ref read and the commit it resolved to (re-running against the same commits
+  gives the same file);
+* ``exports``: per ref, the types the ``Victron.VenusOS`` QML module exports there: the QML
+  files and the C++ classes (``QML_ELEMENT``/``QML_NAMED_ELEMENT``) listed in
+  ``cmake/ModuleVenus_Sources.cmake``, plus ``VeQuickItem`` when ``cmake/VeUtil_Sources.cmake``
+  compiles veutil's ``ve_quick_item.hpp`` into the module. A plugin that names a type missing
+  here fails to load on that gui-v2 ("... is not a type");
+* ``components``: for each component CanBridge uses, the names of its properties, signals and
+  functions, including inherited ones, **only the names present at every ref**.
+
+The default refs are the oldest release with plugin support (v1.2.14), the newest release
+checked (v1.3.15) and ``main`` (gui-v2's development branch, the next release): a component
+deleted on ``main`` (as ``SettingsListNavigation`` was after v1.3.15) shows up before it ships.
+The stub modules under ``qml/stubs/`` may only declare names from this file, and
+``tests/qml`` checks every type and property the generated pages use against it.
 
 No Victron code or text is copied: only identifiers are recorded.
 
-Usage::
+Usage (after ``git clone --mirror https://github.com/victronenergy/gui-v2`` and veutil)::
 
     python -m qml.pin_api --gui-v2 /path/to/gui-v2.git --veutil /path/to/veutil.git \
-        --refs v1.2.14 v1.3.15
+        [--refs v1.2.14 v1.3.15 main]
 """
 
 from __future__ import annotations
@@ -29,9 +41,13 @@ PINNED_FILE = Path(__file__).resolve().parent / "stubs" / "pinned_api.json"
 # gui-v2 QML/C++ components used by the generated pages (and so stubbed).
 GUI_V2_COMPONENTS = [
     "Page", "DeviceListPluginPage", "GradientListView", "VisibleItemModel",
-    "SettingsListNavigation", "SettingsListHeader", "ListSpinBox", "ListSwitch",
+    "ListNavigation", "SettingsListHeader", "ListSpinBox", "ListSwitch",
     "ListRadioButtonGroup", "ListTextField", "ListText", "Global", "SystemSettings", "Device",
+    "PageManager", "BackendConnection", "VenusPlatform",
 ]
+DEFAULT_REFS = ["v1.2.14", "v1.3.15", "main"]
+MODULE_SOURCES = "cmake/ModuleVenus_Sources.cmake"
+VEUTIL_SOURCES = "cmake/VeUtil_Sources.cmake"
 ENUM_NAMES = ["User_AccessType_User", "User_AccessType_Installer", "User_AccessType_SuperUser",
               "User_AccessType_Service", "InputValidation_Result_OK",
               "InputValidation_Result_Warning", "InputValidation_Result_Error"]
@@ -48,6 +64,9 @@ _QPROP_RE = re.compile(r"Q_PROPERTY\(\s*[\w:<>*\s]+?[\s*](\w+)\s+(?:READ|MEMBER)
 _QINVOKABLE_RE = re.compile(r"Q_INVOKABLE\s+[\w:<>*&\s]+?[\s*&](\w+)\s*\(")
 _QSIGNALS_RE = re.compile(r"Q_SIGNALS:|signals:")
 _CLASS_RE = r"class\s+(?:\w+\s+)?{name}\s*(?:final\s*)?:\s*public\s+([\w:]+)"
+_QML_ELEMENT_RE = re.compile(
+    r"class\s+(?:\w+\s+)?(\w+)\b[^;{]*\{(?:(?!\bclass\s).)*?\bQML_(?:ELEMENT|NAMED_ELEMENT\((\w+)\))",
+    re.S)
 
 
 @dataclass
@@ -57,15 +76,19 @@ class Api:
     properties: set[str] = field(default_factory=set)
     signals: set[str] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)
+    #: the Qt type(s) the inheritance chain ends in (QML name such as "ListView", or the C++
+    #: class such as "QQuickItemDelegate"): their API comes from Qt, not from gui-v2
+    qt_bases: set[str] = field(default_factory=set)
 
     def update(self, other: Api) -> None:
         self.properties |= other.properties
         self.signals |= other.signals
         self.functions |= other.functions
+        self.qt_bases |= other.qt_bases
 
     def intersect(self, other: Api) -> Api:
         return Api(self.properties & other.properties, self.signals & other.signals,
-                   self.functions & other.functions)
+                   self.functions & other.functions, self.qt_bases | other.qt_bases)
 
 
 class GitTree:
@@ -170,7 +193,7 @@ def component_api(tree: GitTree, name: str, seen: set[str] | None = None) -> Api
         return api
     found = tree.find_class(name)
     if found is None:
-        return Api()  # a Qt type: its API comes from Qt itself, not pinned here
+        return Api(qt_bases={name})  # a Qt type: its API comes from Qt itself
     header, base = found
     api = cpp_api(tree.show(header))
     if base:
@@ -178,11 +201,32 @@ def component_api(tree: GitTree, name: str, seen: set[str] | None = None) -> Api
     return api
 
 
+def exported_types(tree: GitTree) -> set[str]:
+    """The type names the Victron.VenusOS module exports at one ref (see the module doc)."""
+    sources = re.findall(r"^\s*([\w./+-]+\.(?:qml|h|js))\s*$", tree.show(MODULE_SOURCES), re.M)
+    types: set[str] = set()
+    for src in sources:
+        if src.endswith((".qml", ".js")):
+            # qt_add_qml_module lists QML and JS files in the qmldir under their base name
+            types.add(src.rsplit("/", 1)[-1].rsplit(".", 1)[0])
+        elif src.endswith(".h") and src in tree.files:
+            for cls, named in _QML_ELEMENT_RE.findall(tree.show(src)):
+                types.add(named or cls)
+    if VEUTIL_SOURCES in tree.files and "ve_quick_item.hpp" in tree.show(VEUTIL_SOURCES):
+        types.add("VeQuickItem")
+    return types
+
+
 def pin(gui_v2: Path, veutil: Path, refs: list[str], veutil_ref: str = "HEAD") -> dict:
     """Build the pinned API document."""
     trees = [GitTree(gui_v2, r) for r in refs]
+    exports = {t.ref: exported_types(t) for t in trees}
     components: dict[str, dict[str, list[str]]] = {}
     for name in GUI_V2_COMPONENTS:
+        missing = [t.ref for t in trees if name not in exports[t.ref]]
+        if missing:
+            raise SystemExit(f"{name} is not exported by gui-v2 {', '.join(missing)}: "
+                             "CanBridge's pages must not use it")
         common: Api | None = None
         for tree in trees:
             if tree.find_qml(name) is None and tree.find_class(name) is None:
@@ -192,7 +236,8 @@ def pin(gui_v2: Path, veutil: Path, refs: list[str], veutil_ref: str = "HEAD") -
         assert common is not None
         components[name] = {"properties": sorted(common.properties),
                             "signals": sorted(common.signals),
-                            "functions": sorted(common.functions)}
+                            "functions": sorted(common.functions),
+                            "qt_bases": sorted(common.qt_bases)}
     for name, path in JS_LIBRARIES.items():
         common_funcs: set[str] | None = None
         for tree in trees:
@@ -214,10 +259,11 @@ def pin(gui_v2: Path, veutil: Path, refs: list[str], veutil_ref: str = "HEAD") -
     enums = list(ENUM_NAMES)
     return {
         "about": "Names only (no code) of the Victron GUI API CanBridge's QML may use: the "
-                 "intersection over the gui-v2 releases below. Regenerate with "
-                 "python -m qml.pin_api.",
+                 "types each gui-v2 ref exports, and the component API common to all of "
+                 "them. Regenerate with python -m qml.pin_api (see its docstring).",
         "gui-v2": {t.ref: t.commit for t in trees},
         "veutil": vtree.commit,
+        "exports": {ref: sorted(names) for ref, names in exports.items()},
         "components": components,
         "enums": {"VenusOS": enums},
     }
@@ -228,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gui-v2", type=Path, required=True)
     ap.add_argument("--veutil", type=Path, required=True)
-    ap.add_argument("--refs", nargs="+", default=["v1.2.14", "v1.3.15"])
+    ap.add_argument("--refs", nargs="+", default=DEFAULT_REFS)
     ap.add_argument("--out", type=Path, default=PINNED_FILE)
     args = ap.parse_args(argv)
     doc = pin(args.gui_v2, args.veutil, args.refs)

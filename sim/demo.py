@@ -70,6 +70,8 @@ class Demo:
         env["CANBRIDGE_CANLINK"] = self.canlink
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH")] if p)
         env["PYTHONUNBUFFERED"] = "1"
+        # the drivers keep their last good settings here (on a GX: /data/conf/canbridge)
+        env["CANBRIDGE_STATE_DIR"] = str(self.workdir / "state")
         return env
 
     def spawn(self, name: str, argv: list[str], stdout: int | IO[bytes] | None = None) -> Child:
@@ -198,11 +200,13 @@ def status_line(address: str) -> str:
     return " | ".join(parts)
 
 
-def start_system(demo: Demo, web_port: int) -> None:
+def start_system(demo: Demo, web_port: int, replay: Path | None = None) -> None:
     """Start every component of the simulated system into ``demo`` (its ``workdir`` exists).
 
     Shared by ``make demo`` and the benchmarks / soak (bench/fullsystem.py). Raises
     :class:`RuntimeError` when a platform piece cannot start; the caller stops what started.
+    With ``replay`` (a diagnostic bundle, ``make replay``) the settings come from the bundle
+    and its CAN capture is replayed in a loop instead of running the simulators (sim/replay.py).
     """
     workdir = demo.workdir
     dbus_exe = shutil.which("dbus-daemon")
@@ -225,7 +229,12 @@ def start_system(demo: Demo, web_port: int) -> None:
                                   str(workdir / "conf"), *seed_args))
     if not wait_name(demo.address, SETTINGS, 15):
         raise RuntimeError(f"the settings service did not start; see {workdir / 'settings.log'}")
-    seed_settings(demo.address)
+    if replay is not None:
+        from sim.replay import import_settings
+
+        import_settings(replay, demo.address)
+    else:
+        seed_settings(demo.address)
 
     state = workdir / "state"
     state.mkdir()
@@ -244,6 +253,9 @@ def start_system(demo: Demo, web_port: int) -> None:
         ("canbridge-web", "webui.main", ["--listen", "127.0.0.1", "--port", str(web_port),
                                          "--password-file", str(workdir / "password")]),
     ]
+    if replay is not None:
+        components = [c for c in components if not c[0].startswith("sim-")]
+        components.append(("replay", "sim.replay", [str(replay), "--for", "all", "--loop"]))
     (workdir / "password").write_text("")  # empty file: no password, as on a fresh GX
     for name, module, args in components:
         if module_exists(module):
@@ -254,7 +266,21 @@ def start_system(demo: Demo, web_port: int) -> None:
         demo.web_url = f"http://127.0.0.1:{web_port}/"
 
 
-def run(duration: float, web_port: int, keep: bool) -> int:
+def pick_web_port(preferred: int, host: str = "127.0.0.1") -> int:
+    """``preferred`` if it is free on ``host``, else a free port the system picks."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free TCP port on 127.0.0.1")
+
+
+def run(duration: float, web_port: int, keep: bool, replay: Path | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="canbridge-demo-"))
     demo = Demo(workdir)
     stopping = {"flag": False}
@@ -266,8 +292,11 @@ def run(duration: float, web_port: int, keep: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     code = 0
     try:
+        port = pick_web_port(web_port)
+        if port != web_port:
+            print(f"Port {web_port} is taken; the web page uses port {port}", flush=True)
         try:
-            start_system(demo, web_port)
+            start_system(demo, port, replay)
         except RuntimeError as exc:
             log.error("%s", exc)
             return 1
@@ -309,9 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=0, help="seconds to run (0: until Ctrl-C)")
     ap.add_argument("--web-port", type=int, default=8090)
     ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--replay", type=Path, metavar="BUNDLE",
+                    help="a diagnostic bundle (canbridge-diag): its settings and CAN capture "
+                         "replace the simulators")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return run(args.duration, args.web_port, args.keep_logs)
+    return run(args.duration, args.web_port, args.keep_logs, args.replay)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ MAX_BODY = 16 * 1024
 
 def create_app(config: Mapping[str, Any]) -> Flask:
     """The web application, wired to the injected backend (see the module docstring)."""
-    from webui import api, auth, pages, security, settings_pages
+    from webui import api, auth, config_pages, pages, security, settings_pages
     from webui.password import LoginLimiter, PasswordPolicy
 
     app = Flask(__name__)
@@ -79,4 +79,5 @@ def create_app(config: Mapping[str, Any]) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(settings_pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(config_pages.bp)
     return app

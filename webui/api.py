@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, session
+from flask import Blueprint, Response, jsonify, request
 
 from webui import scan, status_model, view
 from webui.auth import attempt_login
-from webui.security import csrf_token, error_response, ext, is_authenticated
+from webui.security import csrf_token, error_response, ext, is_authenticated, json_body, log_out
 from webui.writes import WriteResult, apply_changes, lookup
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+_SINCE = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,6})?", re.ASCII)
 
 
 def _json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
-        return None
-    return body
+    """The strictly parsed JSON body (400 on anything malformed: see security.json_body)."""
+    return json_body()
 
 
 def _write_response(res: WriteResult) -> Response:
@@ -52,7 +52,7 @@ def login() -> Response:
 
 @bp.post("/logout")
 def logout() -> Response:
-    session.clear()
+    log_out()
     return jsonify({"ok": True})
 
 
@@ -64,7 +64,9 @@ def settings() -> Response:
                                    "running; values cannot be read now")
     current = backend.settings()
     values = {s.key: current.get(s.path) for s in ext()["schema"]}
-    return jsonify({"version": backend.settings_version(), "values": values})
+    return jsonify({"version": backend.settings_version(), "values": values,
+                    "refusals": status_model.refusals(backend.services(), backend.clock(),
+                                                  backend.local_refusals())})
 
 
 @bp.get("/schema")
@@ -126,7 +128,15 @@ def status() -> Response:
 
 @bp.get("/history")
 def history() -> Response:
-    return jsonify(ext()["backend"].history())
+    """The chart samples; ``?since=<t>``: only those taken after ``t`` (the page polls this way
+    and keeps the hour itself, so each poll carries a sample or two, not the whole hour)."""
+    raw = request.args.get("since")
+    since = None
+    if raw is not None:
+        if not _SINCE.fullmatch(raw):
+            return error_response(400, "since must be a time in seconds (digits 0-9)")
+        since = float(raw)
+    return jsonify(ext()["backend"].history(since))
 
 
 @bp.get("/diagnostics")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from webui.security import ext, is_authenticated, log_in
+from webui.security import ext, is_authenticated, log_in, log_out
 
 log = logging.getLogger("canbridge.web.auth")
 
@@ -38,11 +40,28 @@ def attempt_login(password: Any) -> tuple[bool, int, str]:
     return True, 200, "logged in"
 
 
+#: a same-site path: "/" then printable ASCII without backslash; nothing a browser would
+#: strip (tab, newline: "/\t/evil.example" becomes "//evil.example") or decode into a host
+_SAFE_PATH = re.compile(r"/(?![/\\])[!#-\[\]-~]*|/")
+
+
 def safe_next(target: str | None) -> str:
-    """Only local paths are followed after login (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("pages.status")
+    """Where to go after logging in: only a same-site relative path, anything else ``/``.
+
+    Refused: other schemes or hosts (``https:``, ``//x``, ``/\\x``), control characters and
+    whitespace anywhere (browsers drop tabs and newlines from URLs, so ``/%09/evil.example``
+    would become ``//evil.example``), non-ASCII, backslashes.
+    """
+    if not isinstance(target, str):
+        return "/"
+    # checked as given and once decoded ("/%09/x", "/%5cx", "/%2f/x" are refused too)
+    for text in (target, unquote(target)):
+        if not _SAFE_PATH.fullmatch(text):
+            return "/"
+        parts = urlsplit(text)
+        if parts.scheme or parts.netloc:
+            return "/"
+    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -60,5 +79,5 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
-    session.clear()
+    log_out()
     return redirect(url_for("auth.login"))

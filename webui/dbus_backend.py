@@ -28,12 +28,13 @@ This is the only module of the web page that imports dbus-python or GLib.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -121,6 +122,10 @@ class ServiceState:
     updated: dict[str, float] = field(default_factory=dict)
     scanned: bool = False
     appeared: float = 0.0
+    #: when anything of this service was last received (a value published, changed or not)
+    last_signal: float = 0.0
+    #: node -> (read counters, when they last moved, serial): from a driver's /Status/Nodes
+    node_reads: dict[str, tuple[Any, float, str]] = field(default_factory=dict)
     matches: list[Any] = field(default_factory=list)
     history: deque[tuple[float, Any, Any, Any]] = field(default_factory=lambda: deque(maxlen=720))
 
@@ -179,6 +184,7 @@ class DbusBackend:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._wanted = {s.path: s for s in schema}
+        self._local_refusals: dict[str, dict[str, Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -382,10 +388,14 @@ class DbusBackend:
             return
         if "Value" not in changes:
             return
-        value = unwrap(changes["Value"])
+        self._setting_value(str(path), unwrap(changes["Value"]))
+
+    def _setting_value(self, path: str, value: Any) -> bool:
+        """A setting's new value (signal, or our own write): cache it, tell the listeners."""
         with self._lock:
-            if self._settings.get(path, object()) == value:
-                return
+            if type(self._settings.get(path)) is type(value) and self._settings.get(
+                    path) == value:
+                return False
             self._settings[path] = value
             self._settings_version += 1
         for fn in self._listeners:
@@ -393,6 +403,7 @@ class DbusBackend:
                 fn(str(path), value)
             except Exception:
                 log.exception("settings listener failed")
+        return False
 
     # -- watched services (loop thread) -------------------------------------------------------
     def _add_service(self, name: str, owner: str) -> None:
@@ -455,12 +466,39 @@ class DbusBackend:
     def _store(self, svc: ServiceState, items: dict[str, tuple[Any, Any]]) -> None:
         now = self.clock()
         with self._lock:
+            svc.last_signal = now
+            if "/Status/Nodes" in items:
+                self._note_node_reads(svc, items["/Status/Nodes"][0], now)
             for path, (value, text) in items.items():
                 if svc.values.get(path, object()) != value or path not in svc.updated:
                     svc.updated[path] = now
                 svc.values[path] = value
                 svc.texts[path] = (str(text) if text is not None
                                    else ("---" if value is None else str(value)))
+
+    @staticmethod
+    def _note_node_reads(svc: ServiceState, raw: Any, now: float) -> None:
+        """When dbus-superb last *read* each battery: its per-node counters of successful
+        SDO reads and received PDOs (``/Status/Nodes``, docs/superb.md) moved then. A value
+        that did not change was still read; the time since the value changed says nothing."""
+        try:
+            nodes = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            nodes = None
+        if not isinstance(nodes, dict):
+            return
+        reads: dict[str, tuple[Any, float, str]] = {}  # nodes no longer configured drop out
+        for node, info in nodes.items():
+            if not isinstance(info, dict):
+                continue
+            counters = (info.get("sdo_ok"), info.get("tpdo_frames"))
+            if counters == (None, None):
+                continue
+            old = svc.node_reads.get(str(node))
+            moved = old is None or old[0] != counters
+            reads[str(node)] = (counters, now if moved else old[1],  # type: ignore[index]
+                                str(info.get("serial") or ""))
+        svc.node_reads = reads
 
     def _on_items_changed(self, svc: ServiceState, items: Any) -> None:
         self.counters.signals += 1
@@ -544,7 +582,39 @@ class DbusBackend:
                     f"{SETTINGS_SERVICE} did not take the value: {exc.get_dbus_message()}"
                 ) from None
             return -1
+        if int(answer) == 0:
+            # Write-through: the next request (and the page shown after this one) sees the
+            # value now, not when the signal arrives; same path as the signal (on the loop).
+            GLib.idle_add(self._setting_value, setting.path, setting.typed(value))
         return int(answer)
+
+    def read_settings(self, paths: Iterable[str]) -> dict[str, Any]:
+        """The values of ``paths`` read now from the settings service (``GetValue``), not
+        from the cache; a path it does not know is left out. Raises BackendUnavailable."""
+        wanted = [p for p in paths if p in self._wanted]
+        if not wanted:
+            return {}
+
+        def go(fut: Future[Any]) -> None:
+            assert self._bus is not None
+            got: dict[str, Any] = {}
+            pending = {"n": len(wanted)}
+
+            def one(path: str, value: Any = None, ok: bool = False) -> None:
+                if ok:
+                    got[path] = unwrap(value)
+                pending["n"] -= 1
+                if pending["n"] == 0 and not fut.done():
+                    fut.set_result(got)
+
+            for path in wanted:
+                self._bus.call_async(
+                    SETTINGS_SERVICE, path, BUSITEM, "GetValue", "", [],
+                    reply_handler=lambda v, path=path: one(path, v, True),
+                    error_handler=lambda _e, path=path: one(path),
+                    timeout=self.call_timeout)
+        result: dict[str, Any] = self._submit(go)
+        return result
 
     def set_service_value(self, service: str, path: str, value: Any) -> int:
         """``SetValue`` on a driver's path (0 ok, 1 not writeable, 2 refused)."""
@@ -602,22 +672,39 @@ class DbusBackend:
                     "values": dict(svc.values),
                     "texts": dict(svc.texts),
                     "ages": {p: round(now - t, 1) for p, t in svc.updated.items()},
+                    "signal_age": round(now - svc.last_signal, 1) if svc.last_signal else None,
+                    "node_reads": {n: {"age": round(now - t, 1), "serial": serial}
+                                   for n, (_, t, serial) in svc.node_reads.items()},
                 })
         return out
 
-    def history(self) -> dict[str, dict[str, list[Any]]]:
-        """Per service: ``t`` (seconds, epoch) and one list per series in HISTORY_PATHS."""
+    def history(self, since: float | None = None) -> dict[str, dict[str, list[Any]]]:
+        """Per service: ``t`` (seconds, epoch) and one list per series in HISTORY_PATHS;
+        only the samples taken after ``since`` when given (the page asks for what is new)."""
         out: dict[str, dict[str, list[Any]]] = {}
         with self._lock:
             for svc in self._services.values():
-                if not svc.history:
+                samples = [h for h in svc.history if since is None or round(h[0], 1) > since]
+                if not samples:
                     continue
-                cols = list(zip(*svc.history, strict=True))
+                cols = list(zip(*samples, strict=True))
                 series = {"t": [round(t, 1) for t in cols[0]]}
                 for i, key in enumerate(HISTORY_PATHS, start=1):
                     series[key] = list(cols[i])
                 out[svc.name] = series
         return out
+
+    def note_refusal(self, key: str, value: Any, in_force: Any, rule: str) -> None:
+        """Record a setting this process refused itself (the web server's own address and
+        port), shown with the drivers' refusals."""
+        with self._lock:
+            self._local_refusals[key] = {"setting": key, "value": value, "in_force": in_force,
+                                         "rule": rule, "time": round(self.clock(), 1),
+                                         "service": "canbridge-web"}
+
+    def local_refusals(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._local_refusals.values()]
 
     def stats(self) -> dict[str, Any]:
         c = self.counters

@@ -17,6 +17,7 @@ import hmac
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -185,27 +186,48 @@ class PasswordPolicy:
 
 
 class LoginLimiter:
-    """Lock out a client after repeated failures, doubling the lockout each time.
+    """Lock out a client after repeated failures, doubling the lockout each time; and a
+    budget of failed password checks for everybody together.
 
-    After ``free`` consecutive failures from one address, that address is locked for ``base``
-    seconds; every further failure doubles the lockout (up to ``cap``). A success clears it.
+    Per address: after ``free`` consecutive failures from one address, that address is
+    locked for ``base`` seconds; every further failure doubles the lockout (up to ``cap``).
+    A success clears it.
+
+    Together (independent of the source address, which an attacker on the LAN can rotate
+    freely, IPv6 above all): at most ``global_budget`` failed checks in any ``window``
+    seconds. The failure that uses the budget up locks *every* login for ``global_base``
+    seconds, doubling with each further time the budget is used up (up to ``cap``), as
+    Victron's own login does; a successful login resets the doubling. Locked-out attempts are
+    answered 429 without checking the password, so they cost no bcrypt time either.
+
+    The price: someone guessing can keep the rightful user from logging in to this page for
+    a while (the Remote Console and SSH are not affected). A page that can be guessed into is
+    worse.
     """
 
-    def __init__(self, free: int = 10, base: float = 30.0, cap: float = 3600.0,
-                 clock: Callable[[], float] | None = None, max_clients: int = 1024) -> None:
+    def __init__(self, free: int = 10, base: float = 30.0, cap: float = 3600.0,  # noqa: PLR0917
+                 clock: Callable[[], float] | None = None, max_clients: int = 1024,
+                 global_budget: int = 30, window: float = 60.0,
+                 global_base: float = 60.0) -> None:
         import time
 
         self.free, self.base, self.cap = free, base, cap
         self.clock = clock or time.monotonic
         self.max_clients = max_clients
+        self.global_budget, self.window, self.global_base = global_budget, window, global_base
         self._lock = threading.Lock()
         self._state: dict[str, tuple[int, float]] = {}  # addr -> (failures, locked until)
+        self._recent: deque[float] = deque()  # times of recent failures (any address)
+        self._global_until = 0.0
+        self._global_strikes = 0
 
     def locked_for(self, addr: str) -> float:
         """Seconds ``addr`` must still wait (0 if it may try)."""
+        now = self.clock()
         with self._lock:
             _, until = self._state.get(addr, (0, 0.0))
-        return max(0.0, until - self.clock())
+            until = max(until, self._global_until)
+        return max(0.0, until - now)
 
     def failure(self, addr: str) -> None:
         now = self.clock()
@@ -220,10 +242,23 @@ class LoginLimiter:
                 oldest = min(self._state, key=lambda a: self._state[a][1])
                 del self._state[oldest]
             self._state[addr] = (failures, until)
+            self._recent.append(now)
+            while self._recent and now - self._recent[0] >= self.window:
+                self._recent.popleft()
+            global_wait = 0.0
+            if len(self._recent) >= self.global_budget:
+                global_wait = min(self.cap, self.global_base * 2 ** self._global_strikes)
+                self._global_strikes += 1
+                self._global_until = now + global_wait
+                self._recent.clear()
         if until:
             log.warning("login from %s locked for %.0f s after %d failures", addr,
                         until - now, failures)
+        if global_wait:
+            log.warning("%d failed logins within %.0f s (from any address): every login "
+                        "locked for %.0f s", self.global_budget, self.window, global_wait)
 
     def success(self, addr: str) -> None:
         with self._lock:
             self._state.pop(addr, None)
+            self._global_strikes = 0

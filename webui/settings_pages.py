@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 
+from driver import canports
 from driver.schema import Setting
-from webui import view
+from webui import status_model, view
 from webui.security import ext
 from webui.writes import WriteResult, apply_changes
 
@@ -34,6 +35,8 @@ def _render(group_id: str, entered: dict[str, Any] | None = None,
     if result is not None:
         errors.update(result.errors)
         errors.update(result.refused)
+    refused = {r["setting"]: r for r in status_model.refusals(
+        backend.services(), backend.clock(), backend.local_refusals())}
     rows = []
     for s in schema.in_group(group_id):
         value = current.get(s.path)
@@ -42,9 +45,20 @@ def _render(group_id: str, entered: dict[str, Any] | None = None,
         if s.path in reg_errors:
             note = (f"the settings service did not register this setting (error "
                     f"{reg_errors[s.path]}): it may hold a value of another type")
-        rows.append({"s": s, "value": shown, "known": value is not None,
+        ports: list[canports.CanPort] = []
+        if canports.is_can_interface_setting(s.key):
+            # the CAN interfaces of this GX, offered as choices; the same resolution as the
+            # driver's, so a port that does not exist (or the BMS-only one) shows its message
+            ports = canports.discover()
+            role = canports.ROLE_SUPERB if s.key.startswith("Superb/") else canports.ROLE_SMA
+            try:
+                canports.resolve(str(value if value is not None else s.default), role, ports)
+            except canports.CanPortError as exc:
+                note = f"{note}; {exc}" if note else str(exc)
+        rows.append({"s": s, "value": shown, "orig": view.fmt(s, value),
+                     "refusal": refused.get(s.key), "known": value is not None,
                      "default": view.default_text(s), "error": errors.get(s.key),
-                     "step": view.step(s), "note": note,
+                     "step": view.step(s), "note": note, "ports": ports,
                      "checked": str(shown) not in ("0", "", "0.0")})
     if not available and status == 200:
         status = 503
@@ -66,13 +80,25 @@ def page(group_id: str) -> Response:
     return _render(group_id)
 
 
+ORIG_PREFIX = "orig:"
+
+
 def _form_changes(group_id: str) -> dict[str, Any]:
-    """The submitted values (last of repeated fields: a switch sends a hidden 0 then 1)."""
+    """The fields the user changed (last of repeated fields: a switch sends a hidden 0 then 1).
+
+    The page's script sends only changed fields; without script every field comes, each with
+    the text it was shown with (``orig:<key>``): a field still showing that text is left
+    alone, so saving one setting never rewrites another (``1-3`` stays ``1-3``, 56.834 is not
+    rounded to the two decimals shown).
+    """
     changes: dict[str, Any] = {}
     for name in request.form:
-        if name == "csrf_token":
+        if name == "csrf_token" or name.startswith(ORIG_PREFIX):
             continue
-        changes[name] = request.form.getlist(name)[-1]
+        value = request.form.getlist(name)[-1]
+        if request.form.get(ORIG_PREFIX + name) == value:
+            continue
+        changes[name] = value
     return changes
 
 

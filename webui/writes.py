@@ -2,10 +2,16 @@
 
 1. every name must be a setting of the schema (key such as ``Superb/ChargeVoltage`` or full
    path); every value is checked with :meth:`driver.schema.Setting.validate` (type, range,
-   options, text length, node-ID syntax and uniqueness);
+   options, text length, node-ID syntax and uniqueness), and here before that: text must be
+   valid Unicode (no lone surrogates), numbers given as text use ASCII digits only, and the
+   web server's own settings must be usable (:data:`EXTRA_CHECKS`);
 2. the cross-field rules of the schema are checked on the current values with the new ones
    applied (only rules that involve a changed setting, so an old inconsistency elsewhere does
    not block an unrelated change);
+All of it runs under one lock (:data:`WRITE_LOCK`), on current values read afresh from the
+settings service: two requests can never both pass the rules against the same old values and
+together store a state that breaks them.
+
 3. only then are the values that differ from the current ones written, one by one, in an order
    in which every intermediate state keeps the rules (so a driver, which refuses a value that
    breaks a rule, never sees one), and the settings service's answer to each is reported.
@@ -13,17 +19,89 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from driver.schema import Schema, Setting, SettingValueError
+
+#: one check-then-write at a time (every request thread of the process)
+WRITE_LOCK = threading.Lock()
+
+#: ports the GX itself uses (docs/web.md): nginx 80/443, websockify 81, MQTT 1883/8883/9001,
+#: Node-RED 1880/1881, Signal K 3000, Modbus TCP 502, VNC 5900
+GX_PORTS = frozenset({80, 443, 81, 1883, 8883, 9001, 1880, 1881, 3000, 502, 5900})
+
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?", re.ASCII)
+
+
+def check_listen_address(value: Any) -> None:
+    """``Web/ListenAddress``: empty (every interface) or one IPv4/IPv6 address."""
+    if value == "":
+        return
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        raise SettingValueError(f"Listen address: '{value}' is not an IP address (leave it "
+                                "empty for every interface)") from None
+
+
+def check_port(value: Any) -> None:
+    """``Web/Port``: not a port the GX uses itself (the range is the schema's)."""
+    if int(value) in GX_PORTS:
+        raise SettingValueError(f"Port: {int(value)} is used by the GX itself (not one of "
+                                f"{', '.join(map(str, sorted(GX_PORTS)))})")
+
+
+def check_host_list(value: Any) -> None:
+    """``Web/AllowedHosts``: comma separated host names or IP addresses."""
+    for item in str(value).split(","):
+        part = item.strip()
+        if not part:
+            continue
+        try:
+            ipaddress.ip_address(part)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(part):
+                raise SettingValueError(f"Extra host names: '{part}' is not a host name or "
+                                        "an IP address") from None
+
+
+#: checks beyond the schema for settings the web server itself depends on
+EXTRA_CHECKS: dict[str, Callable[[Any], None]] = {
+    "Web/ListenAddress": check_listen_address,
+    "Web/Port": check_port,
+    "Web/AllowedHosts": check_host_list,
+}
+
+
+def check_value(setting: Setting, raw: Any) -> Any:
+    """:meth:`Setting.validate` plus the web page's own checks; raises SettingValueError."""
+    if isinstance(raw, str):
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SettingValueError(f"{setting.label}: not valid text (a lone surrogate)") \
+                from None
+        if setting.type != "s" and (not raw.isascii() or "_" in raw):
+            # Python's float() also reads "٥٥", "５５" and "5_5"
+            raise SettingValueError(f"{setting.label}: '{raw}' is not a number (digits 0-9)")
+    value = setting.validate(raw)
+    extra = EXTRA_CHECKS.get(setting.key)
+    if extra is not None:
+        extra(value)
+    return value
 
 
 class Backend(Protocol):
     def settings(self) -> dict[str, Any]: ...
     def set_setting(self, setting: Setting, value: Any) -> int: ...
     def settings_available(self) -> bool: ...
+    def read_settings(self, paths: Iterable[str]) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -71,7 +149,7 @@ def validate(schema: Schema, current: Mapping[str, Any],
             res.errors[name] = f"unknown setting '{name}'"
             continue
         try:
-            value = setting.validate(raw)
+            value = check_value(setting, raw)
         except SettingValueError as exc:
             res.errors[setting.key] = str(exc)
             continue
@@ -130,10 +208,31 @@ def apply_changes(schema: Schema, backend: Backend, changes: Mapping[str, Any],
     """
     from webui.dbus_backend import BackendUnavailable
 
-    if not backend.settings_available():
-        raise BackendUnavailable("the settings service (com.victronenergy.settings) is not "
-                                 "running")
+    with WRITE_LOCK:
+        if not backend.settings_available():
+            raise BackendUnavailable("the settings service (com.victronenergy.settings) is "
+                                     "not running")
+        return _apply_locked(schema, backend, changes, force)
+
+
+def _involved(schema: Schema, changes: Mapping[str, Any]) -> set[str]:
+    """The paths of the changed settings and of every setting a rule ties them to."""
+    paths = set()
+    for name in changes:
+        setting = lookup(schema, name)
+        if setting is not None:
+            paths.add(setting.path)
+            for rule in schema.rules_touching(setting.path):
+                paths |= {rule.a, rule.b}
+    return paths
+
+
+def _apply_locked(schema: Schema, backend: Backend, changes: Mapping[str, Any],
+                  force: bool) -> WriteResult:
     current = backend.settings()
+    # The truth is the settings service, not the cache (which lags writes made a moment ago
+    # by anyone): read the values this request is judged against afresh.
+    current.update(backend.read_settings(_involved(schema, changes)))
     res = validate(schema, current, changes)
     if res.errors or res.rule_errors:
         return res

@@ -66,7 +66,11 @@ ST_EXTSRCCONN = 0x0100
 
 
 class FrameError(ValueError):
-    """A frame that cannot be decoded (unknown ID, wrong length)."""
+    """A frame that cannot be decoded (unknown ID, too short, not a data frame)."""
+
+
+class FrameTooShort(FrameError):
+    """A frame with fewer data bytes than its layout's fields need."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -98,13 +102,18 @@ def _raw(sig: Any, value: float | None, invalid: int | None) -> int:
         return invalid
     if not math.isfinite(value):
         raise ValueError(f"{sig.name}: {value} is not finite")
-    raw = round(value / sig.scale)
     lo = -(1 << (sig.length - 1)) if sig.is_signed else 0
     hi = (1 << (sig.length - 1)) - 1 if sig.is_signed else (1 << sig.length) - 1
     if invalid is not None and invalid in (lo, hi):
         # never let a real value be sent as the invalid marker
         lo, hi = (lo + 1, hi) if invalid == lo else (lo, hi - 1)
-    return max(lo, min(hi, raw))
+    # saturate before rounding: a huge finite value divided by the scale can overflow
+    q = value / sig.scale
+    if not q < hi:
+        return hi
+    if not q > lo:
+        return lo
+    return max(lo, min(hi, round(q)))
 
 
 def encode_signals(frame_id: int, values: Mapping[str, float | None]) -> can.Message:
@@ -119,7 +128,11 @@ def encode_signals(frame_id: int, values: Mapping[str, float | None]) -> can.Mes
 def decode_signals(frame: can.Message) -> dict[str, float | int | None]:
     """Physical values of a known frame (``None`` for invalid markers).
 
-    Raises :class:`FrameError` for unknown IDs, extended/remote/error frames and wrong lengths.
+    A frame longer than the layout is accepted and its extra bytes ignored: the field sends
+    longer frames than the fields need (the Sunny Island's 0x307 carries a sync byte after
+    the flags, 7-8 bytes; PROTOCOLS.md §2). Raises :class:`FrameTooShort` for a frame too
+    short for its fields and :class:`FrameError` for unknown IDs and extended/remote/error
+    frames.
     """
     if frame.is_extended_id or frame.is_remote_frame or frame.is_error_frame:
         raise FrameError(f"not a data frame with an 11-bit ID: {frame}")
@@ -128,10 +141,10 @@ def decode_signals(frame: can.Message) -> dict[str, float | int | None]:
     except KeyError:
         raise FrameError(f"unknown frame ID 0x{frame.arbitration_id:03X}") from None
     data = bytes(frame.data)
-    if len(data) != msg.length:
-        raise FrameError(
-            f"0x{frame.arbitration_id:03X}: {len(data)} data bytes, expected {msg.length}")
-    raws = msg.decode(data)
+    if len(data) < msg.length:
+        raise FrameTooShort(
+            f"0x{frame.arbitration_id:03X}: {len(data)} data bytes, needs {msg.length}")
+    raws = msg.decode(data[:msg.length])
     invalid = _invalid_raw(frame.arbitration_id)
     out: dict[str, float | int | None] = {}
     for sig in msg.signals:
@@ -205,7 +218,8 @@ def encode_bms(v: BmsValues) -> tuple[can.Message, ...]:
 
 
 def encode_startstop(start: bool) -> can.Message:
-    """0x35C: 0x01 start, 0x02 stop."""
+    """0x35C as 4 bytes ``[cmd, 0, 0, 0]``: 0x01 start, 0x02 stop (as sent by the one
+    implementation proven in the field, SMAVenusDriver; PROTOCOLS.md §2)."""
     return encode_signals(ID_STARTSTOP, {"StartStopCommand": START if start else STOP})
 
 

@@ -10,7 +10,9 @@ are still being found.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import re
 import sys
 import time
@@ -18,11 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from driver import __version__
+from driver import __version__, canports, safety
 from driver import app as appmod
 from driver.canbus import open_bus
 from driver.sma import energy, frames, vebus
 from driver.sma.controller import (
+    CHARGE_BLOCKING,
     Battery,
     Config,
     ConfigError,
@@ -31,8 +34,9 @@ from driver.sma.controller import (
     Level,
     Output,
 )
-from driver.sma.sender import BmsSender, CanLink
+from driver.sma.sender import BmsSender, CanLink, check_injection
 from driver.sma.sistate import SiState
+from driver.venus.mainloop import guarded
 
 log = logging.getLogger("canbridge.sma")
 
@@ -40,8 +44,18 @@ SYSTEM_SERVICE = "com.victronenergy.system"
 DEFAULT_STATE_DIR = "/data/conf/canbridge"
 ENERGY_FILE = "sma_energy.json"
 POLL_S = 1.0
-VEBUS_DEFAULT_INSTANCE = 261
+VEBUS_DEFAULT_INSTANCE = 20  # below 256: Modbus-TCP unit ID = instance (docs/paths.md)
 CERBO_VEBUS_INSTANCE = 276
+#: diagnostics paths of this module (battery source, SoC source, sender, receive)
+EXTRA_PATHS: dict[str, Any] = {
+    "/CanBridge/BatterySource": "", "/CanBridge/BatterySourceReason": "",
+    "/CanBridge/SocSource": "", "/CanBridge/SocSourceReason": "",
+    "/CanBridge/BatteryServices": "[]", "/CanBridge/BuildFailures": 0,
+    "/CanBridge/StartCommands": 0, "/CanBridge/RxTooShort": 0,
+    "/CanBridge/ChargeReasons": "",
+}
+#: how often the battery services and their device instances are listed
+SCAN_S = 10.0
 DVCC_PATHS = {
     "/BatteryOperationalLimits/MaxChargeVoltage": "max_charge_voltage",
     "/BatteryOperationalLimits/MaxChargeCurrent": "max_charge_current",
@@ -56,38 +70,114 @@ BATTERY_ALARMS = ("LowVoltage", "HighVoltage", "LowCellVoltage", "HighCellVoltag
 CHARGE_KEYS = {f.metadata["key"] for f in Config.__dataclass_fields__.values()}
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+#: battery paths whose invalid value blocks charging (a published limit, flag or alarm that
+#: cannot be read is not "no limit"); temperatures are not here: without a usable one the
+#: Sunny Island's own 0x305 temperature is used, else there is no charging
+SAFETY_PATHS = ("Info/MaxChargeVoltage", "Info/MaxChargeCurrent", "Io/AllowToCharge",
+                *(f"Alarms/{a}" for a in CHARGE_BLOCKING))
 
 
-def parse_battery(values: Any, system: bool, at: float) -> Battery | None:
-    """A :class:`Battery` from a ``GetValue`` of a battery service's ``/`` (or the system
-    service's ``/Dc/Battery``); None when the reply is not a dict."""
+def _num(v: Any, rng: safety.Range = safety.ANY) -> float | None:
+    """A D-Bus number parsed at the edge (finite, in range) or None."""
+    return safety.parse_number(v, rng)
+
+
+def parse_battery(values: Any, at: float, updated: float | None = None) -> Battery | None:
+    """A :class:`Battery` from a ``GetValue`` of a battery service's ``/``; None when the reply
+    is not a dict. Every value is parsed at the edge (:mod:`driver.safety`): NaN, +-inf,
+    strings, empty arrays (Venus's invalid), bools where numbers belong and out-of-range values
+    become None; a safety-relevant path published with such a value is named in
+    ``Battery.invalid`` (it blocks charging)."""
     if not isinstance(values, dict):
         return None
-    if system:
-        return Battery(at=at, voltage=_num(values.get("Voltage")),
-                       current=_num(values.get("Current")),
-                       temperature=_num(values.get("Temperature")),
-                       soc=_num(values.get("Soc")), product="system battery")
     connected = values.get("Connected")
-    if connected is not None and not connected:
+    if "Connected" in values and safety.parse_flag(connected) is not True:
         # an offline battery keeps its service; its values are no data
         return Battery(at=at, voltage=None, current=None, temperature=None, soc=None)
-    alarms = {name: int(v) for name in BATTERY_ALARMS
-              if isinstance(v := values.get(f"Alarms/{name}"), (int, float))}
-    atc, atd = values.get("Io/AllowToCharge"), values.get("Io/AllowToDischarge")
+    bad: set[str] = set()
+
+    def num(key: str, rng: safety.Range = safety.ANY) -> float | None:
+        if key not in values:
+            return None
+        v = safety.parse_number(values[key], rng)
+        if v is None and key in SAFETY_PATHS:
+            bad.add(key)
+        return v
+
+    def flag(key: str) -> bool | None:
+        if key not in values:
+            return True  # not published: this battery does not gate it
+        v = safety.parse_flag(values[key])
+        if v is None and key in SAFETY_PATHS:
+            bad.add(key)
+        return v
+
+    alarms: dict[str, int] = {}
+    for name in BATTERY_ALARMS:
+        key = f"Alarms/{name}"
+        if key in values:
+            lvl = safety.parse_level(values[key])
+            if lvl is None:
+                if key in SAFETY_PATHS:
+                    bad.add(key)
+            else:
+                alarms[name] = lvl
+    capacity = num("InstalledCapacity", safety.CAPACITY)
+    if capacity is None:
+        capacity = num("Capacity", safety.CAPACITY)
     return Battery(
-        at=at, voltage=_num(values.get("Dc/0/Voltage")), current=_num(values.get("Dc/0/Current")),
-        temperature=_num(values.get("Dc/0/Temperature")), soc=_num(values.get("Soc")),
-        soh=_num(values.get("Soh")), capacity=_num(values.get("InstalledCapacity"))
-        or _num(values.get("Capacity")),
-        max_charge_voltage=_num(values.get("Info/MaxChargeVoltage")),
-        max_charge_current=_num(values.get("Info/MaxChargeCurrent")),
-        max_discharge_current=_num(values.get("Info/MaxDischargeCurrent")),
-        battery_low_voltage=_num(values.get("Info/BatteryLowVoltage")),
-        allow_to_charge=atc is None or bool(atc), allow_to_discharge=atd is None or bool(atd),
-        alarms=alarms, product=str(values.get("ProductName") or ""))
+        at=at, voltage=num("Dc/0/Voltage", safety.VOLTAGE),
+        current=num("Dc/0/Current", safety.CURRENT),
+        temperature=num("Dc/0/Temperature", safety.TEMPERATURE),
+        soc=num("Soc"), soh=num("Soh", safety.PERCENT), capacity=capacity,
+        max_charge_voltage=num("Info/MaxChargeVoltage", safety.VOLTAGE),
+        max_charge_current=num("Info/MaxChargeCurrent", safety.LIMIT_CURRENT),
+        max_discharge_current=num("Info/MaxDischargeCurrent", safety.LIMIT_CURRENT),
+        battery_low_voltage=num("Info/BatteryLowVoltage", safety.VOLTAGE),
+        allow_to_charge=flag("Io/AllowToCharge"), allow_to_discharge=flag("Io/AllowToDischarge"),
+        alarms=alarms, product=safety.parse_text(values.get("ProductName")) or "",
+        cell_temperature_min=num("System/MinCellTemperature", safety.TEMPERATURE),
+        cell_temperature_max=num("System/MaxCellTemperature", safety.TEMPERATURE),
+        invalid=frozenset(bad), updated=updated)
+
+
+_logged: dict[tuple[int, str], str] = {}
+
+
+def log_once(owner: object, key: str, message: str) -> None:
+    """Log ``message`` as a warning when it differs from the last one under ``key``."""
+    k = (id(owner), key)
+    if _logged.get(k, "") != message:
+        _logged[k] = message
+        if message:
+            log.warning("%s", message)
+
+
+def measured(values: Any) -> tuple[Any, ...]:
+    """The measured values whose change proves the source is alive (frozen-data check)."""
+    if not isinstance(values, dict):
+        return ()
+    return tuple(repr(values.get(k)) for k in ("Dc/0/Voltage", "Dc/0/Current", "Soc",
+                                                "Dc/0/Temperature", "Dc/0/Power"))
+
+
+def source_class(name: str) -> str:
+    """``com.victronenergy.battery`` of ``com.victronenergy.battery.ttyS5`` (or of systemcalc's
+    ``com.victronenergy.battery/512``)."""
+    base = name.split("/", 1)[0]
+    parts = base.split(".")
+    return ".".join(parts[:3])
+
+
+def refuse_source(name: str, own: tuple[str, str] = ("", "")) -> str:
+    """Why ``name`` (a service name, or systemcalc's ``class/instance``) cannot be the battery
+    source ('' if it can). ``own`` = this bridge's vebus (service name, "class/instance")."""
+    if source_class(name) == "com.victronenergy.vebus":
+        mine = name in own and name != ""
+        what = "this bridge's own vebus service" if mine else "a vebus service"
+        return (f"{name} is {what}: its SoC and voltage are the Sunny Island's, it has no "
+                f"BMS limits, alarms or temperature")
+    return ""
 
 
 class Bridge:
@@ -107,6 +197,21 @@ class Bridge:
         self._dvcc = Dvcc()
         self._poll_inflight = False
         self._last_battery_error = ""
+        # battery source (resolved every poll) and the SoC source
+        self.source = ""                  # service in use ('' = none)
+        self.source_reason = "not resolved yet"
+        self.soc_source = ""
+        self.soc_reason = ""
+        self._instances: dict[str, int] = {}   # service name -> /DeviceInstance
+        self._battery_names: list[str] = []
+        self._scan_at = -math.inf
+        self._scan_inflight = False
+        self._measured: tuple[Any, ...] = ()
+        self._updated: float | None = None
+        self._soc_value: float | None = None
+        self._soc_at = -math.inf
+        self._dvcc_expired: tuple[str, ...] = ()
+        self._own: tuple[str, str] = ("", "")
         self._energy_path = state_dir / ENERGY_FILE
         self.counters = energy.EnergyCounters(energy.load(self._energy_path))
         self._energy_tick = time.monotonic()
@@ -115,16 +220,27 @@ class Bridge:
         self._last_level: Level | None = None
         self.config = self._read_config() or Config()
         iface = self.get("Sma/CanInterface")
-        self.link = CanLink(lambda: open_bus(self.get("Sma/CanInterface"),
-                                             int(self.get("Sma/Bitrate"))),
-                            self._on_frame, describe=iface)
+        self.can_error = ""  # why the CAN link cannot be opened ("" when it is open)
+        self.link = CanLink(self._open_link, self._on_frame, describe=iface)
         self.sender = BmsSender(
             self.link, Inputs(self.config), float(self.get("Sma/SendInterval")),
             max_failure_time=float(self.get("Sma/MaxSendFailureTime")), on_fatal=self._fatal,
             on_output=self._on_output)
         self.sender.start()
-        GLib.timeout_add(int(POLL_S * 1000), self._poll)
+        GLib.timeout_add(int(POLL_S * 1000), guarded(self._poll, "dbus-sma poll"))
         app.loop.on_stop(self._on_stop)
+
+    def _open_link(self) -> Any:
+        """Open the Sunny Island's bus (sender thread); remembers why it failed, for D-Bus.
+        "auto", a missing port or a typo fail with a message and the sender keeps retrying."""
+        try:
+            bus = open_bus(self.get("Sma/CanInterface"), int(self.get("Sma/Bitrate")),
+                           role=canports.ROLE_SMA)
+        except Exception as exc:
+            self.can_error = str(exc)
+            raise
+        self.can_error = ""
+        return bus
 
     # -- settings ----------------------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -165,7 +281,9 @@ class Bridge:
             self.link.broken = True  # the sender thread reopens with the new setting
         if key == "Sma/EnergyPersistInterval":
             self._schedule_persist()
-        if key == "Sma/BatteryService":
+        if key in ("Sma/BatteryService", "Sma/SocService"):
+            self._measured, self._updated = (), None
+            self._soc_value = None
             self._poll()
 
     # -- vebus service ------------------------------------------------------------------------
@@ -174,7 +292,12 @@ class Bridge:
             return
         from driver.venus.service import create_service
 
-        iface = re.sub(r"[^A-Za-z0-9_]", "_", str(self.get("Sma/CanInterface")))
+        setting = str(self.get("Sma/CanInterface"))
+        try:  # the device identity follows the port ("auto" is the port it resolves to)
+            setting = canports.resolve(setting, canports.ROLE_SMA)
+        except canports.CanPortError:
+            pass
+        iface = re.sub(r"[^A-Za-z0-9_]", "_", setting)
         uid = f"canbridge_sma_{iface}"
         inst = self.app.settings.device_instance(uid, "vebus", VEBUS_DEFAULT_INSTANCE)
         if inst >= CERBO_VEBUS_INSTANCE:
@@ -187,23 +310,40 @@ class Bridge:
             connection=f"Sunny Island on {self.get('Sma/CanInterface')}",
             deviceinstance=inst, productid=vebus.PRODUCT_ID, productname=vebus.PRODUCT_NAME,
             firmwareversion=vebus.FIRMWARE_VERSION, hardwareversion=None, connected=1)
-        svc.add_path("/CustomName", "")
+        vebus.CustomName(self.app.settings, uid).add_to(svc)
         svc.add_path("/Serial", uid)
         for path, value in vebus.STATIC_PATHS.items():
+            svc.add_path(path, value, gettextcallback=vebus.text)
+        for path, value in EXTRA_PATHS.items():
             svc.add_path(path, value)
-        svc.add_path("/Mode", self._mode, writeable=True, onchangecallback=self._mode_written)
+        svc.add_path("/Mode", self._mode, writeable=True,
+                     onchangecallback=guarded(self._mode_written, "/Mode write"),
+                     gettextcallback=vebus.text)
+        # the CAN interfaces of this GX and why the link is not open (docs/install.md)
+        svc.add_path("/CanBridge/CanInterfaces", "[]")
+        svc.add_path("/CanBridge/CanError", "")
         for path in DVCC_PATHS:
-            svc.add_path(path, None, writeable=True, onchangecallback=self._dvcc_written)
+            # /Dc/0/MaxChargeCurrent holds a number from the start: systemcalc only writes it
+            # when it already holds one (docs/sma.md, DVCC). The value is our own maximum.
+            initial = self.config.max_charge_current if path == "/Dc/0/MaxChargeCurrent" \
+                else None
+            svc.add_path(path, initial, writeable=True,
+                         onchangecallback=guarded(self._dvcc_written, "DVCC write"),
+                         gettextcallback=vebus.text)
         for flow in energy.FLOWS:
-            svc.add_path(f"/Energy/{flow}", round(self.counters.kwh[flow], 6))
+            svc.add_path(f"/Energy/{flow}", round(self.counters.kwh[flow], 6),
+                         gettextcallback=vebus.text)
         svc.register()
         self.svc = svc
+        self._own = (f"com.victronenergy.vebus.{uid}", f"com.victronenergy.vebus/{inst}")
         log.info("published com.victronenergy.vebus.%s (instance %d)", uid, inst)
 
     def _mode_written(self, path: str, value: Any) -> bool:
-        if value not in (vebus.MODE_ON, vebus.MODE_OFF):
+        mode = safety.parse_number(value)
+        if mode not in (vebus.MODE_ON, vebus.MODE_OFF):
             return False  # charger-only / inverter-only are not available
-        self._mode = int(value)
+        value = int(mode)  # type: ignore[arg-type]
+        self._mode = value
         log.info("/Mode set to %s", "on" if value == vebus.MODE_ON else "off")
         self.sender.set_inputs(replace(self.sender.inputs, mode_on=value == vebus.MODE_ON),
                                immediate=True)
@@ -212,10 +352,14 @@ class Bridge:
         return True
 
     def _dvcc_written(self, path: str, value: Any) -> bool:
-        num = _num(value)
-        if value is not None and (num is None or num < 0):
-            return False
-        self._dvcc = replace(self._dvcc, **{DVCC_PATHS[path]: num})
+        rng = safety.VOLTAGE if "Voltage" in path else safety.LIMIT_CURRENT
+        num = _num(value, rng)
+        if value is not None and num is None:
+            return False  # NaN, a string, a negative current: refused at the edge
+        name = DVCC_PATHS[path]
+        written = dict(self._dvcc.written)
+        written[name] = time.monotonic()
+        self._dvcc = replace(self._dvcc, **{name: num}, written=written)
         self.sender.set_inputs(replace(self.sender.inputs, dvcc=self._dvcc), immediate=True)
         return True
 
@@ -235,34 +379,141 @@ class Bridge:
             self._publish_pending = True
             from driver.venus.dbusconn import call_soon
 
-            call_soon(self._publish)
+            call_soon(guarded(self._publish, "vebus publish"))
 
     # -- periodic work on the main loop ---------------------------------------------------------
     def _poll(self) -> bool:
         """Every second: read the battery source, publish, integrate energy."""
+        check_injection("poll")
         now = time.monotonic()
         snap = self.si.snapshot()
         self.sender.set_inputs(replace(self.sender.inputs, si=snap.measurement(now)))
         self._read_battery()
+        self._refresh_dvcc()
         self._integrate(snap, now)
         self._publish()
         return True
 
     def _read_battery(self) -> None:
+        """Resolve the battery source, then read it (and the SoC source), asynchronously."""
         if self._poll_inflight or self.app.settings is None or not self.app.settings.ready:
+            return
+        now = time.monotonic()
+        if now - self._scan_at >= SCAN_S and not self._scan_inflight:
+            self._scan()
+        name = str(self.get("Sma/BatteryService")).strip()
+        if name:
+            self._use_source(name, "set in Sma/BatteryService")
             return
         from driver.venus.reader import get_value_async
 
-        name = str(self.get("Sma/BatteryService")).strip()
-        system = not name
-        service, path = (SYSTEM_SERVICE, "/Dc/Battery") if system else (name, "/")
+        self._poll_inflight = True
+
+        def got(value: Any) -> None:
+            self._poll_inflight = False
+            active = safety.parse_text(value) or ""
+            if not active or "/" not in active:
+                self._set_source("", f"systemcalc has no battery ({value!r} in "
+                                     f"/ActiveBatteryService)")
+                return
+            cls, _, inst = active.partition("/")
+            why = refuse_source(active, self._own)
+            if why:
+                self._set_source("", f"systemcalc's battery refused: {why}")
+                return
+            found = [n for n, i in self._instances.items()
+                     if source_class(n) == cls and str(i) == inst]
+            if not found:
+                self._set_source("", f"systemcalc's battery {active} not found on D-Bus")
+                self._scan_at = -math.inf
+                return
+            self._use_source(found[0], f"systemcalc's /ActiveBatteryService {active}")
+
+        def failed(why: str) -> None:
+            self._poll_inflight = False
+            self._set_source("", f"cannot read {SYSTEM_SERVICE} /ActiveBatteryService: {why}")
+
+        try:
+            get_value_async(self.app.bus, self.app.velib, SYSTEM_SERVICE,
+                            "/ActiveBatteryService",
+                            on_value=guarded(got, "battery source reply"),
+                            on_error=guarded(failed, "battery source error"),
+                            timeout=POLL_S * 2)
+        except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
+            failed(str(exc))
+
+    def _refresh_dvcc(self) -> None:
+        """Keep DVCC's written limits alive while systemcalc runs with DVCC on.
+
+        systemcalc rewrites its limits every few seconds, but velib calls our write callback
+        only when a value *changes*, so a steady limit looks unrefreshed. systemcalc
+        answering ``/Control/Dvcc`` = 1 is the refresh instead; when it stops answering (or
+        DVCC is switched off) the written values expire after ``DvccTimeout``.
+        """
+        if not self._dvcc.written:
+            return
+        from driver.venus.reader import get_value_async
+
+        def got(value: Any) -> None:
+            if safety.parse_flag(value) is True:
+                now = time.monotonic()
+                written = {k: now for k in self._dvcc.written
+                           if getattr(self._dvcc, k) is not None}
+                self._dvcc = replace(self._dvcc, written=written)
+                self.sender.set_inputs(replace(self.sender.inputs, dvcc=self._dvcc))
+
+        try:
+            get_value_async(self.app.bus, self.app.velib, SYSTEM_SERVICE, "/Control/Dvcc",
+                            on_value=guarded(got, "DVCC state reply"),
+                            on_error=lambda _why: None, timeout=POLL_S * 2)
+        except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
+            log.debug("cannot ask systemcalc for /Control/Dvcc: %s", exc)
+
+    def _set_source(self, service: str, reason: str) -> None:
+        if (service, reason) != (self.source, self.source_reason):
+            if service:
+                log.info("battery source: %s (%s)", service, reason)
+            else:
+                log.warning("no battery source: %s; no charging, the ladder escalates", reason)
+            if service != self.source:
+                self._measured, self._updated = (), None
+        self.source, self.source_reason = service, reason
+
+    def _use_source(self, service: str, reason: str) -> None:
+        why = refuse_source(service, self._own)
+        if why:
+            self._set_source("", f"refused: {why}")
+            return
+        self._set_source(service, reason)
+        self._read_source(service)
+        soc_name = str(self.get("Sma/SocService")).strip()
+        if soc_name and soc_name != service:
+            self._read_soc(soc_name)
+        else:
+            self.soc_source, self.soc_reason = service, "the battery source"
+
+    def _read_source(self, service: str) -> None:
+        from driver.venus.reader import get_value_async
+
         self._poll_inflight = True
 
         def got(values: Any) -> None:
             self._poll_inflight = False
-            b = parse_battery(values, system, time.monotonic())
+            if service != self.source:
+                return  # the source changed meanwhile
+            now = time.monotonic()
+            m = measured(values)
+            if m != self._measured:
+                self._measured, self._updated = m, now
+            b = parse_battery(values, now, self._updated)
             if b is None:
                 return
+            if b.invalid:
+                log_once(self, "invalid", f"battery {service} publishes invalid "
+                         f"{', '.join(sorted(b.invalid))}: no charging until it is valid")
+            else:
+                log_once(self, "invalid", "")
+            b = self._with_soc(b, now)
             if self._last_battery_error:
                 log.info("battery source %s answers again", service)
                 self._last_battery_error = ""
@@ -275,11 +526,85 @@ class Bridge:
                 self._last_battery_error = why
 
         try:
-            get_value_async(self.app.bus, self.app.velib, service, path, on_value=got,
-                            on_error=failed, timeout=POLL_S * 2)
+            get_value_async(self.app.bus, self.app.velib, service, "/",
+                            on_value=guarded(got, "battery reply"),
+                            on_error=guarded(failed, "battery read error"),
+                            timeout=POLL_S * 2)
         except Exception as exc:  # noqa: BLE001 - a dead connection must not stop the loop
             self._poll_inflight = False
             failed(str(exc))
+
+    def _with_soc(self, b: Battery, now: float) -> Battery:
+        """The battery reading with the SoC source's SoC when one is set and fresh."""
+        soc_name = str(self.get("Sma/SocService")).strip()
+        if not soc_name or soc_name == self.source:
+            return b
+        if self._soc_value is not None and now - self._soc_at <= 3 * POLL_S:
+            self.soc_source, self.soc_reason = soc_name, "set in Sma/SocService"
+            return replace(b, soc=self._soc_value)
+        self.soc_source = self.source
+        self.soc_reason = f"{soc_name} has no valid /Soc; using the battery source's"
+        return b
+
+    def _read_soc(self, service: str) -> None:
+        from driver.venus.reader import get_value_async
+
+        why = refuse_source(service, self._own)
+        if why:
+            self._soc_value = None
+            self.soc_reason = f"refused: {why}"
+            return
+
+        def got(value: Any) -> None:
+            self._soc_value = safety.parse_number(value, safety.PERCENT)
+            self._soc_at = time.monotonic()
+
+        def failed(why: str) -> None:
+            self._soc_value = None
+
+        try:
+            get_value_async(self.app.bus, self.app.velib, service, "/Soc",
+                            on_value=guarded(got, "SoC reply"),
+                            on_error=guarded(failed, "SoC read error"), timeout=POLL_S * 2)
+        except Exception as exc:  # noqa: BLE001
+            failed(str(exc))
+
+    def _scan(self) -> None:
+        """List the battery services and their device instances (for systemcalc's
+        ``class/instance`` and the source pickers)."""
+        self._scan_inflight = True
+        self._scan_at = time.monotonic()
+
+        def names(reply: Any) -> None:
+            self._scan_inflight = False
+            batteries = sorted(str(n) for n in reply
+                               if str(n).startswith("com.victronenergy.battery."))
+            self._battery_names = batteries
+            for n in list(self._instances):
+                if n not in batteries:
+                    del self._instances[n]
+            from driver.venus.reader import get_value_async
+
+            for n in batteries:
+                def inst(value: Any, n: str = n) -> None:
+                    v = safety.parse_number(value)
+                    if v is not None:
+                        self._instances[n] = int(v)
+                get_value_async(self.app.bus, self.app.velib, n, "/DeviceInstance",
+                                on_value=guarded(inst, "device instance reply"),
+                                on_error=lambda _why: None, timeout=POLL_S * 2)
+
+        def failed(exc: Any) -> None:
+            self._scan_inflight = False
+            log.debug("cannot list D-Bus names: %s", exc)
+
+        try:
+            self.app.bus.call_async("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                    "org.freedesktop.DBus", "ListNames", "", [],
+                                    guarded(names, "name list reply"),
+                                    guarded(failed, "name list error"), timeout=POLL_S * 2)
+        except Exception as exc:  # noqa: BLE001
+            failed(exc)
 
     def _integrate(self, snap: Any, now: float) -> None:
         dt = now - self._energy_tick
@@ -306,6 +631,19 @@ class Bridge:
         values["/CanBridge/TxFrames"] = self.sender.stats.frames
         values["/CanBridge/TxFailures"] = self.sender.stats.failures
         values["/CanBridge/Reopens"] = max(0, self.link.reopens - 1)
+        values["/CanBridge/CanInterfaces"] = json.dumps(
+            [p.to_dict() for p in canports.discover()], sort_keys=True)
+        values["/CanBridge/CanError"] = self.can_error
+        values["/CanBridge/BuildFailures"] = self.sender.stats.build_failures
+        values["/CanBridge/RxTooShort"] = snap.too_short
+        if out is not None:
+            values["/CanBridge/StartCommands"] = out.start_commands
+            values["/CanBridge/ChargeReasons"] = "; ".join(out.reasons)
+        values["/CanBridge/BatterySource"] = self.source
+        values["/CanBridge/BatterySourceReason"] = self.source_reason
+        values["/CanBridge/SocSource"] = self.soc_source
+        values["/CanBridge/SocSourceReason"] = self.soc_reason
+        values["/CanBridge/BatteryServices"] = json.dumps(self._battery_names)
         values["/Mode"] = self._mode
         for flow in energy.FLOWS:
             values[f"/Energy/{flow}"] = round(self.counters.kwh[flow], 6)
@@ -313,7 +651,16 @@ class Bridge:
             for path, v in values.items():
                 s[path] = v
 
+    def _log_dvcc(self, out: Output) -> None:
+        if out.dvcc_expired != self._dvcc_expired:
+            new = set(out.dvcc_expired) - set(self._dvcc_expired)
+            if new:
+                log.warning("DVCC has not refreshed %s for %.0f s: back to the bridge's own "
+                            "limits", ", ".join(sorted(new)), self.config.dvcc_timeout)
+            self._dvcc_expired = out.dvcc_expired
+
     def _log_level(self, out: Output) -> None:
+        self._log_dvcc(out)
         self._bms_lost = {Level.STALE: 1, Level.ALARM: 2, Level.STOPPED: 2}.get(out.level, 0)
         if out.level == Level.STARTUP and out.data_age >= self.config.stale_warning_time:
             self._bms_lost = 1
@@ -324,7 +671,8 @@ class Bridge:
         if self._persist_source is not None:
             self.GLib.source_remove(self._persist_source)
         interval = float(self.get("Sma/EnergyPersistInterval"))
-        self._persist_source = self.GLib.timeout_add(int(interval * 1000), self._persist_tick)
+        self._persist_source = self.GLib.timeout_add(
+            int(interval * 1000), guarded(self._persist_tick, "energy persistence"))
 
     def _persist_tick(self) -> bool:
         self.persist()
@@ -376,7 +724,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pending["ready"] = True
 
-    app = appmod.start("dbus-sma", args, ("Sma/",), on_change=changed, on_ready=ready)
+    app = appmod.start("dbus-sma", args, ("Sma/",),
+                       on_change=guarded(changed, "setting change"),
+                       on_ready=guarded(ready, "settings ready"))
     if app is None:
         return appmod.run(app)
     holder["bridge"] = Bridge(app, Path(args.state_dir))

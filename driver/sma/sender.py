@@ -10,6 +10,17 @@ The thread also owns the CAN link (:class:`CanLink`): python-can's Notifier deli
 frames to a listener (event-driven), and when sending fails or the Notifier reports the bus
 broken the link is reopened with back-off. If nothing can be sent for ``max_failure_time``
 the ``on_fatal`` callback asks the process to exit for its supervisor.
+
+**The sender cannot fail to send.** Whatever raises while the frame set is built (reading the
+inputs, the controller, the encoder), a fixed safe set goes out instead
+(:func:`~driver.sma.controller.safe_values`: CCL 0, the last SoC sent, the alarm bit); the
+failure is counted like a send failure toward ``max_failure_time`` (exit for the supervisor)
+and logged with its cause, at most once per :data:`LOG_EVERY_S` per distinct cause.
+
+Fault injection for the process tests: when the environment names a file in
+``CANBRIDGE_SMA_INJECT`` and that file holds ``inputs``, ``controller`` or ``encoder``, the
+named stage raises on every tick while it does (nothing happens without the variable); ``poll``
+makes ``dbus-sma``'s main-loop poll raise (the guarded GLib callback then exits the process).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from typing import Any
 import can
 
 from driver.sma import frames
-from driver.sma.controller import Controller, Inputs, Level, Output
+from driver.sma.controller import Controller, Inputs, Level, Output, safe_values
 
 log = logging.getLogger("canbridge.sma")
 
@@ -33,6 +44,41 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 5.0
 #: after on_fatal, exit hard if the main loop has not ended the process within this time
 FATAL_GRACE_S = 10.0
+#: a build failure with the same cause is logged at most this often
+LOG_EVERY_S = 30.0
+INJECT_ENV = "CANBRIDGE_SMA_INJECT"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the test-only fault injection."""
+
+
+def check_injection(stage: str, path: str | None = None) -> None:
+    """Raise :class:`InjectedFault` when the test-only injection file names ``stage``."""
+    target = path if path is not None else os.environ.get(INJECT_ENV, "")
+    if not target:
+        return
+    try:
+        with open(target, encoding="utf-8") as f:
+            want = f.read().strip()
+    except OSError:
+        return
+    if want == stage:
+        raise InjectedFault(f"injected fault in the {stage} stage")
+
+
+def _static_safe_frames() -> list[can.Message]:
+    """The last resort when even the safe set cannot be encoded: bytes written by hand.
+
+    0x351 CVL 54.0 V (540 = 0x021C), CCL 0, DCL 0, DVL 44.8 V (448 = 0x01C0); 0x355 SoC 50 %,
+    SoH and high-res SoC invalid; 0x35A general alarm and warning (byte 0/4 = 0b10101001).
+    """
+    return [can.Message(arbitration_id=0x351, data=bytes.fromhex("1c0200000000c001"),
+                        is_extended_id=False),
+            can.Message(arbitration_id=0x355, data=bytes.fromhex("3200ffffffff"),
+                        is_extended_id=False),
+            can.Message(arbitration_id=0x35A, data=bytes.fromhex("a9aaaa02a9aaaa02"),
+                        is_extended_id=False)]
 
 
 class _Listener(can.Listener):
@@ -96,6 +142,7 @@ class SendStats:
     ticks: int = 0
     frames: int = 0
     failures: int = 0
+    build_failures: int = 0    # ticks on which the safe set replaced the normal one
     #: monotonic time of each periodic tick's first send (bounded; for benches and tests)
     tick_times: list[float] | None = None
 
@@ -127,6 +174,9 @@ class BmsSender:
         self._final: list[can.Message] = []
         self._thread = threading.Thread(target=self._run, name="bms-sender", daemon=True)
         self._last_level: Level | None = None
+        self._build_logged: dict[str, float] = {}
+        self.last_build_error = ""
+        self._inject = os.environ.get(INJECT_ENV, "")
 
     # -- main-loop side --------------------------------------------------------------------
     @property
@@ -169,8 +219,9 @@ class BmsSender:
                 self._now_flag = False
                 try:
                     self._tick(now, periodic)
-                except Exception:
+                except Exception:  # the tick itself guards building; this is the backstop
                     log.exception("BMS sender tick failed")
+                    self._count_failure(now)
                 if periodic:
                     next_t += self.interval
                     if next_t <= now:  # fell behind (suspended machine): resynchronise
@@ -202,23 +253,60 @@ class BmsSender:
         self._backoff = BACKOFF_MIN
         return True
 
-    def _tick(self, now: float, periodic: bool) -> None:
+    def _injected(self, stage: str) -> None:
+        if self._inject:
+            check_injection(stage, self._inject)
+
+    def _build(self) -> tuple[list[can.Message], Output | None]:
+        """The frame set for this tick (stages: inputs, controller, encoder)."""
         if self._start_request:
             self._start_request = False
             self.controller.mode_started()
-        out = self.controller.step(self._inputs)
-        self.output = out
-        if out.level != self._last_level:
-            log.info("ladder: %s -> %s (battery data %.1f s old%s)",
-                     self._last_level.name.lower() if self._last_level is not None else "-",
-                     out.level.name.lower(), out.data_age,
-                     f"; {out.implausible}" if out.implausible else "")
-            self._last_level = out.level
+        self._injected("inputs")
+        inputs = self._inputs
+        out = self.controller.step(inputs)
+        self._injected("controller")
+        self._injected("encoder")
         msgs = list(frames.encode_bms(out.values))
         if out.command is not None:
             msgs.append(frames.encode_startstop(out.command))
-            log.warning("commanding the Sunny Island to %s",
-                        "start" if out.command else "stop")
+        return msgs, out
+
+    def _safe(self, now: float, exc: BaseException) -> list[can.Message]:
+        """The fixed safe set after a build failure; counted and logged (rate-limited)."""
+        self.stats.build_failures += 1
+        cause = f"{type(exc).__name__}: {exc}"
+        self.last_build_error = cause
+        last = self._build_logged.get(cause)
+        if last is None or now - last >= LOG_EVERY_S:
+            self._build_logged[cause] = now
+            log.error("building the BMS frames failed (%s); sending the safe set "
+                      "(charge current 0, alarm)", cause, exc_info=last is None)
+        try:
+            cfg = self._inputs.config
+            return list(frames.encode_bms(safe_values(self.controller.soc_sent, cfg)))
+        except Exception:  # noqa: BLE001 - the hand-written frames cannot fail
+            return _static_safe_frames()
+
+    def _tick(self, now: float, periodic: bool) -> None:
+        built = True
+        try:
+            msgs, out = self._build()
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the safe set goes out
+            msgs, out = self._safe(now, exc), None
+            built = False
+        if out is not None:
+            self.output = out
+            if out.level != self._last_level:
+                log.info("ladder: %s -> %s (battery data %.1f s old%s)",
+                         self._last_level.name.lower() if self._last_level is not None
+                         else "-", out.level.name.lower(), out.data_age,
+                         f"; {out.implausible}" if out.implausible else "")
+                self._last_level = out.level
+            if out.command is not None:
+                log.warning("commanding the Sunny Island to %s%s",
+                            "start" if out.command else "stop",
+                            f" (start command {out.start_commands})" if out.command else "")
         sent = 0
         if self._ensure_link(now):
             for m in msgs:
@@ -234,25 +322,29 @@ class BmsSender:
             del self.stats.tick_times[:-20000]
         self.stats.ticks += 1
         self.stats.frames += sent
-        if sent == len(msgs):
+        if sent == len(msgs) and built:
             if self._failing_since is not None:
                 log.info("sending to the Sunny Island again")
             self._failing_since = None
             self._fatal_at = None
         else:
-            self.stats.failures += 1
-            if self._failing_since is None:
-                self._failing_since = now
-            elif now - self._failing_since >= self.max_failure_time:
-                self._fatal(now)
-        if self._on_output is not None:
+            self._count_failure(now)
+        if self._on_output is not None and out is not None:
             self._on_output(out)
+
+    def _count_failure(self, now: float) -> None:
+        self.stats.failures += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= self.max_failure_time:
+            self._fatal(now)
 
     def _fatal(self, now: float) -> None:
         if self._fatal_at is None:
             self._fatal_at = now
+            why = f" (last error: {self.last_build_error})" if self.last_build_error else ""
             self._on_fatal(f"cannot send to the Sunny Island for "
-                           f"{now - (self._failing_since or now):.0f} s")
+                           f"{now - (self._failing_since or now):.0f} s{why}")
         elif now - self._fatal_at > FATAL_GRACE_S:
             log.critical("main loop did not exit; exiting now")
             logging.shutdown()

@@ -1,12 +1,14 @@
 """What the Sunny Island last said (0x300-0x30A), with the age of every frame.
 
 :meth:`SiState.feed` runs on python-can's Notifier thread; everything else reads a consistent
-:meth:`snapshot`. Frames that are not ours, have the wrong length or are not data frames are
-ignored and counted (``ignored``); nothing here touches D-Bus.
+:meth:`snapshot`. Frames that are not ours, are too short for their fields or are not data frames
+are ignored and counted (``ignored``; too short ones also in ``too_short``); longer frames are
+accepted; nothing here touches D-Bus.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +32,7 @@ class SiSnapshot:
     grid_lost: bool = False
     received: int = 0
     ignored: int = 0
+    too_short: int = 0
 
     def get(self, fid: int, now: float, stale: float = STALE_S) -> dict[str, Any] | None:
         """Values of frame ``fid`` if it is fresh, else None."""
@@ -39,13 +42,22 @@ class SiSnapshot:
         return entry[1]
 
     def measurement(self, now: float) -> SiMeasurement | None:
-        """The Sunny Island's battery measurement for the plausibility check."""
+        """The Sunny Island's battery measurement (plausibility, fallback temperature) and its
+        Run flag (start repeat); the controller checks their ages."""
         entry = self.frames.get(0x305)
         if entry is None:
-            return None
+            fl = self.frames.get(0x307)
+            if fl is None:
+                return None
+            return SiMeasurement(at=-math.inf, voltage=None, current=None,
+                                 run=fl[1]["flags"].run, run_at=fl[0])
         v = entry[1]
+        fl = self.frames.get(0x307)
         return SiMeasurement(at=entry[0], voltage=v["SiBatteryVoltage"],
-                             current=v["BatteryCurrentCharging"])
+                             current=v["BatteryCurrentCharging"],
+                             temperature=v["SiBatteryTemperature"],
+                             run=fl[1]["flags"].run if fl else None,
+                             run_at=fl[0] if fl else None)
 
 
 class SiState:
@@ -57,6 +69,7 @@ class SiState:
         self._frames: dict[int, tuple[float, dict[str, Any]]] = {}
         self._received = 0
         self._ignored = 0
+        self._too_short = 0
         self._grid_lost = False
         self._had_grid = False
         self._vf_history: list[bool] = []
@@ -72,6 +85,8 @@ class SiState:
         except frames.FrameError as exc:
             with self._lock:
                 self._ignored += 1
+                if isinstance(exc, frames.FrameTooShort):
+                    self._too_short += 1
                 self.last_error = str(exc)
             return False
         now = self._clock()
@@ -97,4 +112,5 @@ class SiState:
     def snapshot(self) -> SiSnapshot:
         with self._lock:
             return SiSnapshot(frames=dict(self._frames), grid_lost=self._grid_lost,
-                              received=self._received, ignored=self._ignored)
+                              received=self._received, ignored=self._ignored,
+                              too_short=self._too_short)

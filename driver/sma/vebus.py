@@ -11,13 +11,17 @@ AC-in power plus inverter power (0x301, + = inverting).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from driver.sma.controller import PHASE_STATE, Level, Output, Phase
 from driver.sma.sistate import SiSnapshot
 
 #: /FirmwareVersion we publish: >= 0x422 or DVCC raises FirmwareInsufficient (it describes
-#: the bridge's vebus emulation, not the Sunny Island's firmware)
+#: the bridge's vebus emulation, not the Sunny Island's firmware, which is not on the CAN bus).
+#: The same number a MultiPlus-II with firmware 552 publishes (reference recording); the
+#: bridge's own version is /Mgmt/ProcessVersion (docs/paths.md, "Firmware").
 FIRMWARE_VERSION = 0x0552
 PRODUCT_ID = 0xA3F0  # not a Victron product id; marks an emulated vebus device
 PRODUCT_NAME = "SMA Sunny Island (CanBridge)"
@@ -41,7 +45,22 @@ STATIC_PATHS: dict[str, Any] = {
     "/Dc/0/Temperature": None, "/Soc": None, "/State": None, "/VebusChargeState": None,
     "/VebusMainState": None, "/VebusError": 0, "/ModeIsAdjustable": 1,
     "/Alarms/LowBattery": 0, "/Alarms/GridLost": 0, "/Alarms/BmsConnectionLost": 0,
-    "/Alarms/HighTemperature": 0, "/Alarms/Overload": 0,
+    "/Alarms/HighTemperature": 0, "/Alarms/Overload": 0, "/Alarms/Ripple": 0,
+    "/Alarms/TemperatureSensor": 0, "/Alarms/VoltageSensor": 0, "/Alarms/PhaseRotation": 0,
+    # The Sunny Island's CAN frames do not carry its AC input current limits (GdCurNom,
+    # GnCurNom are parameters, not frame signals) and the bridge cannot set them: the limits
+    # are invalid and not adjustable, so gui-v2 shows "--" with "fixed in the system
+    # configuration" instead of a dialog whose write would fail (docs/paths.md).
+    "/Ac/In/1/CurrentLimit": None, "/Ac/In/1/CurrentLimitIsAdjustable": 0,
+    "/Ac/In/2/CurrentLimit": None, "/Ac/In/2/CurrentLimitIsAdjustable": 0,
+    "/Ac/ActiveIn/CurrentLimit": None, "/Ac/ActiveIn/CurrentLimitIsAdjustable": 0,
+    # /Bms/*: the bridge is the Sunny Island's BMS; these mirror its own charge/discharge
+    # decision (the limits it sends in 0x351). No VE.Bus BMS: BmsExpected 0, no /Bms/BmsType
+    # (systemcalc's VE.Bus-BMS logic keys on BmsType == 2 and stays out).
+    "/Bms/AllowToCharge": None, "/Bms/AllowToDischarge": None, "/Bms/BmsExpected": 0,
+    "/FirmwareSubVersion": 0,
+    # systemcalc shows charge-current control (DVCC) only for a vebus with the BOL frame
+    "/FirmwareFeatures/BolFrame": 1,
     "/Sma/ActiveError": None, "/Sma/OperatingState": None, "/Sma/ChargeVoltageSetpoint": None,
     "/Sma/Flags": None, "/Sma/PvPower": None,
     "/CanBridge/Ladder": None, "/CanBridge/ChargePhase": None, "/CanBridge/DataAge": None,
@@ -54,8 +73,11 @@ for _n in (1, 2, 3):
     for _q in ("V", "I", "F", "P"):
         STATIC_PATHS[f"/Ac/ActiveIn/L{_n}/{_q}"] = None
         STATIC_PATHS[f"/Ac/Out/L{_n}/{_q}"] = None
-    STATIC_PATHS[f"/Alarms/L{_n}/HighTemperature"] = 0
-    STATIC_PATHS[f"/Alarms/L{_n}/Overload"] = 0
+    for _a in ("HighTemperature", "Overload", "LowBattery", "Ripple"):
+        STATIC_PATHS[f"/Alarms/L{_n}/{_a}"] = 0
+
+#: /VebusMainState (VE.Bus device state) for a /State that is not charging
+MAIN_STATE = {0: 2, 2: 0, 8: 8, 9: 4, 10: 7}
 
 LEVEL_TEXT = {Level.STARTUP: "waiting for battery data", Level.NORMAL: "normal",
               Level.STALE: "battery data stale", Level.ALARM: "alarm: charge current 0",
@@ -166,7 +188,8 @@ def paths(snap: SiSnapshot, now: float, phases: int, out: Output | None,
     p["/State"] = vebus_state(flags, level, phase, i, inv_sum if inv else None)
     charging = p["/State"] in PHASE_STATE.values()
     p["/VebusChargeState"] = int(phase) if charging else (0 if p["/State"] is not None else None)
-    p["/VebusMainState"] = (9 if charging else p["/State"]) if p["/State"] is not None else None
+    p["/VebusMainState"] = (9 if charging else MAIN_STATE.get(p["/State"])) \
+        if p["/State"] is not None else None
     p["/VebusError"] = 0
     p["/Alarms/GridLost"] = 2 if snap.grid_lost else 0
     p["/Alarms/BmsConnectionLost"] = bms_lost
@@ -174,6 +197,12 @@ def paths(snap: SiSnapshot, now: float, phases: int, out: Output | None,
     low = out is not None and "LowVoltage" in out.values.alarms
     lowwarn = out is not None and "LowVoltage" in out.values.warnings
     p["/Alarms/LowBattery"] = 2 if low else (1 if lowwarn else 0)
+    for n in range(1, 4):
+        # a DC condition: every used phase's unit sees it, as each unit of a MultiPlus system
+        p[f"/Alarms/L{n}/LowBattery"] = p["/Alarms/LowBattery"] if n <= phases else 0
+    # the bridge's own decision: what it allows the Sunny Island in 0x351
+    p["/Bms/AllowToCharge"] = None if out is None else int(out.values.ccl > 0)
+    p["/Bms/AllowToDischarge"] = None if out is None else int(out.values.dcl > 0)
     p["/CanBridge/RxFrames"] = snap.received
     p["/CanBridge/RxIgnored"] = snap.ignored
     if out is not None:
@@ -186,3 +215,84 @@ def paths(snap: SiSnapshot, now: float, phases: int, out: Output | None,
         p["/CanBridge/Dcl"] = out.values.dcl
         p["/CanBridge/SocSent"] = out.values.soc_hr
     return p
+
+
+# -- texts --------------------------------------------------------------------------------------
+# GetText like mk2-dbus on a real MultiPlus-II (reference recording): unit suffixes, the number
+# of decimals it uses, and words for enumerations. Table in docs/paths.md.
+
+STATE_TEXT = {0: "off", 1: "low power", 2: "fault", 3: "bulk", 4: "absorption", 5: "float",
+              6: "storage", 7: "equalize", 8: "passthru", 9: "inverting", 10: "assisting",
+              11: "power supply", 252: "external control"}
+MODE_TEXT = {1: "charger only", 2: "inverter only", 3: "on", 4: "off"}
+CHARGE_STATE_TEXT = {0: "init", 1: "bulk", 2: "absorption", 3: "float", 4: "storage",
+                     5: "repeated absorption", 6: "forced absorption", 7: "equalise",
+                     8: "bulk stopped"}
+MAIN_STATE_TEXT = {0: "down", 1: "startup", 2: "off", 3: "slave", 4: "invert",
+                   5: "invert half", 6: "invert aes", 7: "power assist", 8: "bypass",
+                   9: "charge"}
+ALARM_TEXT = {0: "ok", 1: "warning", 2: "alarm"}
+YES_NO = {0: "no", 1: "yes"}
+
+_FORMATS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(rx), fmt) for rx, fmt in (
+        (r"^/Ac/(ActiveIn|Out)/L\d/V$", "{:.0f}V"),
+        (r"^/Ac/(ActiveIn|Out)/L\d/I$", "{:.1f}A"),
+        (r"^/Ac/(ActiveIn|Out)/L\d/F$", "{:.1f}Hz"),
+        (r"^/Ac/(ActiveIn|Out)/(L\d/)?P$", "{:.0f}W"),
+        (r"^/Ac/(ActiveIn|In/\d)/CurrentLimit$", "{:.1f}A"),
+        (r"^/Dc/0/Voltage$", "{:.2f}V"),
+        (r"^/Dc/0/(Current|MaxChargeCurrent)$", "{:.1f}A"),
+        (r"^/Dc/0/Power$", "{:.0f}W"),
+        (r"^/Dc/0/Temperature$", "{:.1f}°C"),
+        (r"^/BatteryOperationalLimits/\w+Voltage$", "{:.1f}V"),
+        (r"^/BatteryOperationalLimits/\w+Current$", "{:.1f}A"),
+        (r"^/Energy/\w+$", "{:.2f}kWh"),
+        (r"^/Soc$", "{:.1f}%"),
+    ))
+_ENUMS: dict[str, dict[int, str]] = {
+    "/State": STATE_TEXT, "/Mode": MODE_TEXT, "/VebusChargeState": CHARGE_STATE_TEXT,
+    "/VebusMainState": MAIN_STATE_TEXT, "/Ac/ActiveIn/Connected": YES_NO,
+}
+
+
+def text(path: str, value: Any) -> str:
+    """GetText of a vebus path (``gettextcallback``): "50.1Hz", "absorption", "ok"."""
+    if value is None or (isinstance(value, list | tuple) and not value):
+        return "---"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    enum = ALARM_TEXT if path.startswith("/Alarms/") else _ENUMS.get(path)
+    if enum is not None:
+        return enum.get(int(value), str(value))
+    for rx, fmt in _FORMATS:
+        if rx.match(path):
+            out = fmt.format(value)
+            return out[1:] if re.match(r"-0(\.0*)?[^\d.]", out) else out  # no "-0.0A"
+    return str(value)
+
+
+class CustomName:
+    """``/CustomName`` of the vebus service: writeable (Device info -> Name), kept in
+    ``/Settings/Devices/<uid>/CustomName`` like every Venus device's name."""
+
+    def __init__(self, settings: Any, uid: str) -> None:
+        self.settings = settings
+        self.setting = f"/Settings/Devices/{uid}/CustomName"
+        self.svc: Any = None
+        self.initial = settings.add(self.setting, "", 0, 0, self._changed)
+
+    def add_to(self, svc: Any, gettext: Callable[[str, Any], str] = text) -> None:
+        """Add the path to an unregistered service."""
+        svc.add_path("/CustomName", self.initial or "", writeable=True,
+                     onchangecallback=self._written, gettextcallback=gettext)
+        self.svc = svc
+
+    def _written(self, path: str, value: Any) -> bool:
+        if not isinstance(value, str) or len(value) > 64:
+            return False
+        return bool(self.settings.set(self.setting, value) == 0)
+
+    def _changed(self, path: str, old: Any, new: Any) -> None:
+        if self.svc is not None:
+            self.svc["/CustomName"] = new or ""

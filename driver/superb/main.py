@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import Any
 
 from driver import app as appmod
+from driver import canports
 from driver.canbus import open_bus
 from driver.schema import SettingValueError, parse_node_ids
 from driver.superb import battery as bat
@@ -115,6 +116,7 @@ class SuperbDriver:
         self.mode = self._effective_mode()
         self._scan_thread: threading.Thread | None = None
         self._timer: int | None = None
+        self._can_ports: tuple[float, dict[str, Any]] | None = None
 
     # -- settings -------------------------------------------------------------------------------
     def _setting(self, key: str) -> Any:
@@ -143,6 +145,7 @@ class SuperbDriver:
         key = path.split("/Settings/CanBridge/Superb/", 1)[-1]
         log.info("setting %s changed: %r -> %r", key, old, new)
         if key in ("CanInterface", "Bitrate"):
+            self._can_ports = None
             self._restart_port()
         elif key == "NodeIds":
             ids = self._node_ids()
@@ -167,6 +170,10 @@ class SuperbDriver:
         from driver.superb.dbus_services import ManagerService
 
         self.manager = ManagerService(self.app, self.start_scan)
+        # the CAN interfaces of this GX and what the setting resolves to (docs/install.md)
+        for path, value in (("/CanInterfaces", "[]"), ("/Status/CanInterface", ""),
+                            ("/Status/CanError", "")):
+            self.manager.svc.add_path(path, value)
         if self.mode == MODE_AGGREGATE:
             self._create_aggregate()
         self._open_port()
@@ -187,7 +194,10 @@ class SuperbDriver:
         bitrate = int(self._setting("Bitrate"))
 
         def factory(interface: str, rate: int) -> Any:
-            return open_bus(interface, rate)
+            # resolved on every (re)try: "auto", a missing or a BMS-only port fail with a
+            # message (on /Status/Can) and the port keeps retrying, e.g. until a USB adapter
+            # is plugged in
+            return open_bus(interface, rate, role=canports.ROLE_SUPERB)
 
         port = CanPort(iface, bitrate, factory,
                        on_status=lambda st: self._call_soon(self._port_status_changed, port,
@@ -400,6 +410,23 @@ class SuperbDriver:
         return True
 
     # -- manager service ---------------------------------------------------------------------------
+    def _can_ports_status(self) -> dict[str, Any]:
+        """The CAN interfaces found and the resolved setting (sysfs re-read every 2 s)."""
+        now = time.monotonic()
+        if self._can_ports is not None and now - self._can_ports[0] < 2.0:
+            return self._can_ports[1]
+        ports = canports.discover()
+        try:
+            iface = canports.resolve(str(self._setting("CanInterface")), canports.ROLE_SUPERB,
+                                     ports)
+            error = ""
+        except canports.CanPortError as exc:
+            iface, error = "", str(exc)
+        values = {"/CanInterfaces": [p.to_dict() for p in ports],
+                  "/Status/CanInterface": iface, "/Status/CanError": error}
+        self._can_ports = (now, values)
+        return values
+
     def _publish_status(self) -> None:
         if self.manager is None:
             return
@@ -444,6 +471,7 @@ class SuperbDriver:
             "/Status/Online": sum(1 for n in self.node_ids
                                   if self.reports.get(n) and self.reports[n].online),
             "/Status/Nodes": nodes, "/Status/Services": services,
+            **self._can_ports_status(),
         })
 
     # -- scan --------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ It sends 0x300-0x30A every ``--period`` seconds on the loopback CAN link, obeys 
 it receives, and prints one status line per second (``SI run=... soc=... v=... i=...``) and
 one line per event (``SI event: ExtBMSTimeout ...``) for tests and the demo. ``--control FILE``
 names a JSON file re-read when it changes: ``{"grid": true, "generator": false,
-"load_w": 800, "soc": 60}`` (any subset).
+"load_w": 800, "soc": 60, "pv_w": 2000, "dc_load_w": 0}`` (any subset; ``pv_w`` is DC-coupled solar
+into the battery, which 0x305 does not see).
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=float, default=1.0,
                     help="battery model time factor (charge faster than real time)")
     ap.add_argument("--control", type=Path, help="JSON control file, re-read on change")
+    ap.add_argument("--restart-delay", type=float, default=2.0,
+                    help="a start command within this many seconds of a stop is lost")
+    ap.add_argument("--pv", type=float, default=0.0, help="DC-coupled solar power, W")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     si = SunnyIsland(capacity_ah=args.capacity, soc=args.soc, load_w=args.load,
                      grid=not args.no_grid, generator=args.generator, phases=args.phases,
-                     bms_timeout=args.bms_timeout, started=time.monotonic())
+                     bms_timeout=args.bms_timeout, started=time.monotonic(),
+                     restart_delay=args.restart_delay, pv_w=args.pv)
     bus = open_bus(args.channel, 500000)
     lock = threading.Lock()
     stop = threading.Event()
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                     ctl_mtime = m
                     ctl = json.loads(args.control.read_text())
                     with lock:
-                        for key in ("grid", "generator", "load_w", "soc"):
+                        for key in ("grid", "generator", "load_w", "soc", "pv_w", "dc_load_w"):
                             if key in ctl:
                                 setattr(si, key, ctl[key])
                     log.info("control: %s", ctl)
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             status = now >= next_status
             line = (f"SI run={int(si.running)} timeout={int(si.ext_bms_timeout)} "
                     f"soc={si.soc:.2f} v={si.voltage:.2f} i={si.current:.1f} "
+                    f"ibat={si.battery_current:.1f} "
                     f"cvl={si.limits.cvl} ccl={si.limits.ccl} dcl={si.limits.dcl} "
                     f"bmssoc={si.limits.soc} grid={int(si.grid)} gen={int(si.generator)} "
                     f"pin={si.p_in:.0f} pinv={si.p_inv:.0f}")

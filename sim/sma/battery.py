@@ -6,8 +6,10 @@ Every data path is writeable (tests change limits, alarms, ``/Connected``); ``/T
 stops the mirroring so a test can write implausible values. It uses velib through the Venus
 edge like the drivers do.
 
-With ``--system`` it publishes ``com.victronenergy.system`` instead, with the battery under
-``/Dc/Battery/*`` as Venus's systemcalc does, for the bridge's "system battery" source.
+With ``--system`` it publishes ``com.victronenergy.system`` instead, as Venus's systemcalc
+does: ``/ActiveBatteryService`` (``class/instance``, e.g. ``com.victronenergy.battery/512`` or,
+without a battery monitor, the vebus ``com.victronenergy.vebus/261``) and the battery under
+``/Dc/Battery/*``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 import can
 
+from sim.sma import wire
+
 log = logging.getLogger("sim.sma.battery")
 
 PATHS: dict[str, Any] = {
@@ -29,7 +33,7 @@ PATHS: dict[str, Any] = {
     "/Io/AllowToCharge": 1, "/Io/AllowToDischarge": 1,
     "/Alarms/LowVoltage": 0, "/Alarms/HighVoltage": 0, "/Alarms/HighChargeCurrent": 0,
     "/Alarms/LowTemperature": 0, "/Alarms/HighTemperature": 0, "/Alarms/BmsCable": 0,
-    "/Alarms/InternalFailure": 0, "/Test/Hold": 0,
+    "/Alarms/InternalFailure": 0, "/Test/Hold": 0, "/Test/DcCurrent": 0.0,
 }
 
 
@@ -39,13 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--instance", type=int, default=512)
     ap.add_argument("--follow", help="CAN channel of the simulated Sunny Island to mirror")
     ap.add_argument("--system", action="store_true",
-                    help="publish com.victronenergy.system /Dc/Battery/* instead")
+                    help="publish com.victronenergy.system (systemcalc) instead: "
+                    "/ActiveBatteryService and /Dc/Battery/*")
+    ap.add_argument("--active", default="com.victronenergy.battery/512",
+                    help="systemcalc's /ActiveBatteryService (class/instance) with --system")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from gi.repository import GLib
 
-    from driver.sma import frames
     from driver.venus import dbusconn, velib
     from driver.venus.mainloop import MainLoop
     from driver.venus.service import PRODUCT_ID_BMS, create_service
@@ -63,20 +69,28 @@ def main(argv: list[str] | None = None) -> int:
              "/Dc/0/Power": "/Dc/Battery/Power", "/Dc/0/Temperature": "/Dc/Battery/Temperature",
              "/Soc": "/Dc/Battery/Soc"} if args.system else {}
     for path, value in PATHS.items():
-        if args.system and path not in where and path != "/Test/Hold":
+        if args.system and path not in where and not path.startswith("/Test/"):
             continue
         svc.add_path(where.get(path, path), value, writeable=True)
+    if args.system:
+        svc.add_path("/ActiveBatteryService", args.active, writeable=True)
+        svc.add_path("/Control/Dvcc", 1, writeable=True)
     svc.register()
     log.info("battery service %s registered", name)
 
     def mirror(values: dict[str, Any]) -> None:
         if svc["/Test/Hold"]:
             return
-        v, i = values["SiBatteryVoltage"], values["BatteryCurrentCharging"]
+        v, i = values["voltage"], values["current"]
+        # DC-coupled solar: the battery sees the Sunny Island's current plus the solar
+        # chargers' (set with /Test/DcCurrent), which 0x305 does not carry
+        extra = svc["/Test/DcCurrent"] or 0.0
+        if i is not None:
+            i = round(i + extra, 1)
         with svc as s:
             for path, value in (("/Dc/0/Voltage", v), ("/Dc/0/Current", i),
-                                ("/Soc", values["SiSoc"]),
-                                ("/Dc/0/Temperature", values["SiBatteryTemperature"]),
+                                ("/Soc", values["soc"]),
+                                ("/Dc/0/Temperature", values["temperature"]),
                                 ("/Dc/0/Power",
                                  None if v is None or i is None else round(v * i, 1))):
                 s[where.get(path, path)] = value
@@ -88,12 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         bus = open_bus(args.follow, 500000)
 
         def on_msg(msg: can.Message) -> None:
-            if msg.arbitration_id == 0x305:
-                try:
-                    _, values = frames.decode_si(msg)
-                except frames.FrameError:
-                    return
-                dbusconn.call_soon(mirror, values)
+            if msg.arbitration_id == 0x305 and len(msg.data) >= 8:
+                dbusconn.call_soon(mirror, wire.decode_305(bytes(msg.data)))
 
         notifier = can.Notifier(bus, [on_msg], timeout=0.2)
         loop.on_stop(lambda: (notifier.stop(), bus.shutdown()))

@@ -5,6 +5,11 @@ its state of charge plus current x internal resistance; AC loads; a grid or a ge
 may be available. It obeys the BMS limits it was last sent (CVL, CCL, DCL, DVL), reacts to
 0x35C start/stop and 0x00F quick stop, and raises ExtBMSTimeout (stops, and stays stopped until
 a start command) when no BMS frame arrived for ``bms_timeout`` seconds.
+
+Like the real one, once stopped it runs again only on a start command, and a start that
+arrives while it is still shutting down (``restart_delay`` seconds after the stop) is lost:
+the bridge has to repeat it. Byte layouts come from :mod:`sim.sma.wire` (hand-written), not
+from the driver's DBC; 0x307 goes out with its sync byte (8 bytes) like the field's.
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ from dataclasses import dataclass, field
 
 import can
 
-from driver.sma import frames
-from driver.sma.frames import SiFlags
+from sim.sma import wire
 
 R_INTERNAL = 0.01       # ohm
 CHARGER_MAX_A = 120.0   # what the Sunny Island could push without a limit
@@ -56,10 +60,22 @@ class SunnyIsland:
     started: float = 0.0
     events: list[str] = field(default_factory=list)
     bms_frames: int = 0
+    restart_delay: float = 2.0      # s after a stop during which a start is lost
+    stopped_at: float | None = None
+    starts_ignored: int = 0
+    pv_w: float = 0.0               # DC-coupled solar into the battery (W)
+    dc_load_w: float = 0.0          # DC loads on the battery (W)
+    sync: int = 0
 
     @property
     def voltage(self) -> float:
-        return ocv(self.soc) + self.current * R_INTERNAL
+        return ocv(self.soc) + self.battery_current * R_INTERNAL
+
+    @property
+    def battery_current(self) -> float:
+        """The battery's current (+ = charging): the Sunny Island's plus DC-coupled solar
+        minus DC loads. 0x305 carries only the Sunny Island's own share."""
+        return self.current + (self.pv_w - self.dc_load_w) / max(1.0, ocv(self.soc))
 
     @property
     def source(self) -> bool:
@@ -68,40 +84,46 @@ class SunnyIsland:
     # -- input -----------------------------------------------------------------------------
     def receive(self, msg: can.Message, now: float) -> None:
         fid = msg.arbitration_id
-        try:
-            if fid in frames.BMS_IDS:
-                self.last_bms = now
-                self.bms_frames += 1
-                if fid == frames.ID_LIMITS:
-                    v = frames.decode_signals(msg)
-                    self.limits.cvl = v["ChargeVoltageLimit"]
-                    self.limits.ccl = v["ChargeCurrentLimit"]
-                    self.limits.dcl = v["DischargeCurrentLimit"]
-                    self.limits.dvl = v["DischargeVoltageLimit"]
-                elif fid == frames.ID_SOC:
-                    self.limits.soc = frames.decode_signals(msg)["Soc"]  # type: ignore[assignment]
-            elif fid == frames.ID_STARTSTOP:
-                cmd = frames.decode_signals(msg)["StartStopCommand"]
-                if cmd == frames.START:
-                    if not self.running:
-                        self.events.append("started by 0x35C")
-                    self.running, self.ext_bms_timeout = True, False
-                elif cmd == frames.STOP:
-                    if self.running:
-                        self.events.append("stopped by 0x35C")
-                    self.running = False
-            elif fid == frames.ID_QUICKSTOP and bytes(msg.data) == bytes(8):
+        data = bytes(msg.data)
+        if fid in (0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F):
+            self.last_bms = now
+            self.bms_frames += 1
+            if fid == 0x351 and len(data) >= 8:
+                lim = wire.decode_351(data)
+                self.limits.cvl, self.limits.ccl = lim.cvl, lim.ccl
+                self.limits.dcl, self.limits.dvl = lim.dcl, lim.dvl
+            elif fid == 0x355 and len(data) >= 6:
+                self.limits.soc = wire.decode_355(data)[0]
+            elif fid in (0x351, 0x355):
+                self.events.append(f"bad frame: 0x{fid:03X} with {len(data)} bytes")
+        elif fid == 0x35C:
+            cmd = wire.startstop(data)
+            if cmd == 1:
                 if self.running:
-                    self.events.append("standby by 0x00F")
+                    return
+                if self.stopped_at is not None and now - self.stopped_at < self.restart_delay:
+                    self.starts_ignored += 1
+                    self.events.append("start ignored: still shutting down")
+                    return
+                self.events.append("started by 0x35C")
+                self.running, self.ext_bms_timeout = True, False
+            elif cmd == 2:
+                if self.running:
+                    self.events.append("stopped by 0x35C")
+                    self.stopped_at = now
                 self.running = False
-        except frames.FrameError as exc:
-            self.events.append(f"bad frame: {exc}")
+        elif fid == 0x00F and data == bytes(8):
+            if self.running:
+                self.events.append("standby by 0x00F")
+                self.stopped_at = now
+            self.running = False
 
     # -- model -----------------------------------------------------------------------------
     def step(self, now: float, dt: float) -> None:
         ref = self.last_bms if self.last_bms is not None else self.started
         if self.running and now - ref > self.bms_timeout:
             self.running = False
+            self.stopped_at = now
             self.ext_bms_timeout = True
             self.events.append(f"ExtBMSTimeout: no BMS frames for {now - ref:.1f} s")
         lim = self.limits
@@ -113,8 +135,9 @@ class SunnyIsland:
         elif self.source:
             # charge from the grid/generator within CCL and CVL; loads pass through
             i = min(CHARGER_MAX_A, max(0.0, lim.ccl or 0.0))
-            if ocv(self.soc) + i * R_INTERNAL > (lim.cvl or 0.0):
-                i = max(0.0, ((lim.cvl or 0.0) - ocv(self.soc)) / R_INTERNAL)
+            dc = (self.pv_w - self.dc_load_w) / max(1.0, ocv(self.soc))
+            if ocv(self.soc) + (i + dc) * R_INTERNAL > (lim.cvl or 0.0):
+                i = max(0.0, ((lim.cvl or 0.0) - ocv(self.soc)) / R_INTERNAL - dc)
             self.current = i
             self.p_inv = -i * self.voltage
             self.p_in = self.load_w - self.p_inv
@@ -126,37 +149,43 @@ class SunnyIsland:
             self.current = -i
             self.p_inv = i * self.voltage
             self.p_in = 0.0
-        self.soc = max(0.0, min(100.0, self.soc + self.current * dt / 36.0 / self.capacity_ah))
+        self.soc = max(0.0, min(100.0, self.soc + self.battery_current * dt / 36.0
+                                / self.capacity_ah))
 
     # -- output ----------------------------------------------------------------------------
-    def flags(self) -> SiFlags:
-        return SiFlags(run=self.running, gd_on=self.source, ext_vf_ok=self.source,
-                       gn_rn=self.generator and not self.grid, error=self.ext_bms_timeout,
-                       auto_gn=False, overload=False, ext_src_conn=self.source)
+    def flag_words(self) -> tuple[int, int, int]:
+        """0x307 relay, function and status words."""
+        src = self.source
+        relay = wire.RELAY_GNRN if self.generator and not self.grid else 0
+        fn = ((wire.FN_RUN if self.running else 0) | (wire.FN_GDON if src else 0)
+              | (wire.FN_EXTVFOK if src else 0) | (wire.FN_ERROR if self.ext_bms_timeout else 0))
+        st = wire.ST_EXTSRCCONN if src else 0
+        return relay, fn, st
 
     def frames(self) -> list[can.Message]:
         n = self.phases
-        def per_phase(total: float) -> list[float]:
-            return [total / n / 1000.0 if k < n else 0.0 for k in range(3)]
+
+        def per_phase(total: float) -> tuple[float, float, float]:
+            a = [total / n / 1000.0 if k < n else 0.0 for k in range(3)]
+            return a[0], a[1], a[2]
+
         pin, pinv = per_phase(self.p_in), per_phase(self.p_inv)
-        vout = [230.0 if (k < n and (self.running or self.source)) else 0.0 for k in range(3)]
-        vin = [230.0 if (k < n and self.source) else 0.0 for k in range(3)]
-        enc = frames.encode_signals
+        on = self.running or self.source
+        vout = (230.0 if on else 0.0, 230.0 if on and n > 1 else 0.0,
+                230.0 if on and n > 2 else 0.0)
+        vin = (230.0 if self.source else 0.0, 230.0 if self.source and n > 1 else 0.0,
+               230.0 if self.source and n > 2 else 0.0)
+        self.sync = (self.sync + 1) & 0xFF
         return [
-            enc(0x300, {f"ExtActivePowerL{k+1}": pin[k] for k in range(3)}),
-            enc(0x301, {f"InvActivePowerL{k+1}": pinv[k] for k in range(3)}),
-            enc(0x302, {f"ExtReactivePowerL{k+1}": 0.0 for k in range(3)}),
-            enc(0x303, {f"InvReactivePowerL{k+1}": 0.0 for k in range(3)}),
-            enc(0x304, {**{f"Ac1VoltageL{k+1}": vout[k] for k in range(3)},
-                        "Ac1Frequency": 50.0}),
-            enc(0x305, {"SiBatteryVoltage": self.voltage, "SiBatteryCurrent": -self.current,
-                        "SiBatteryTemperature": 20.0, "SiSoc": self.soc}),
-            enc(0x306, {"SiSoh": 100, "ChargingProcedure": 0, "OperatingState": int(
-                self.running), "ActiveError": 0, "SiChargeVoltageSetpoint": self.limits.cvl}),
-            enc(0x307, frames.flags_signals(self.flags())),
-            enc(0x308, {"TotalLoadPower": self.load_w / 1000.0}),
-            enc(0x309, {**{f"Ac2VoltageL{k+1}": vin[k] for k in range(3)},
-                        "Ac2Frequency": 50.0 if self.source else 0.0}),
-            enc(0x30A, {"PvPower": 0.0, "GridConsumption": max(0.0, self.p_in) / 1000.0,
-                        "GridFeed": max(0.0, -self.p_in) / 1000.0}),
+            wire.three(0x300, pin, 0.1),
+            wire.three(0x301, pinv, 0.1),
+            wire.three(0x302, (0.0, 0.0, 0.0), 0.1),
+            wire.three(0x303, (0.0, 0.0, 0.0), 0.1),
+            wire.ac_voltage(0x304, vout, 50.0),
+            wire.battery_305(self.voltage, -self.current, 20.0, self.soc),
+            wire.state_306(100, 0, int(self.running), 0, self.limits.cvl),
+            wire.flags_307(*self.flag_words(), sync=self.sync),
+            wire.load_308(self.load_w / 1000.0),
+            wire.ac_voltage(0x309, vin, 50.0 if self.source else 0.0),
+            wire.pv_grid_30a(0.0, max(0.0, self.p_in) / 1000.0, max(0.0, -self.p_in) / 1000.0),
         ]

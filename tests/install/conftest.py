@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_gx import make_can_root
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 APP_REL = "data/apps/available/canbridge"
@@ -77,10 +79,12 @@ def vendored_bundle_dir() -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def make_gx_root(root: Path, version: str = "v3.60~13", page: str | None = None) -> Path:
-    """Lay out a simulated GX under ``root``."""
+def make_gx_root(root: Path, version: str = "v3.60~13", page: str | None = None,
+                 model: str = "cerbo-gx-mk1", usb_adapter: bool = False) -> Path:
+    """Lay out a simulated GX under ``root`` (its CAN interfaces those of ``model``)."""
     for d in ("data/conf", "service", "var/log", "opt/victronenergy/gui/qml"):
         (root / d).mkdir(parents=True, exist_ok=True)
+    make_can_root(root, model, usb_adapter=usb_adapter)
     (root / "opt/victronenergy/version").write_text(f"{version}\n20240101000000\n")
     qml = root / "opt/victronenergy/gui/qml/PageSettings.qml"
     qml.write_text(page if page is not None else STOCK_PAGE.read_text())
@@ -146,6 +150,8 @@ def installer_env(**extra: str) -> dict[str, str]:
     env["CANBRIDGE_PYTHON"] = sys.executable
     env["CANBRIDGE_SVOK"] = "false"
     env.setdefault("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/canbridge-test-bus")
+    # the simulated GX is a Cerbo GX (MK1), 32-bit ARM, whatever machine runs the tests
+    env.setdefault("CANBRIDGE_ARCH", "armv7l")
     env.update(extra)
     return env
 

@@ -269,6 +269,7 @@ def test_status(bundle_dir: Path, gx_root: Path) -> None:
     assert "boot: /data/rc.local runs install/boot.sh" in out
     assert "gui-v2 plugin: enabled as CanBridge" in out
     assert "classic gui: patched" in out
+    assert "CAN ports: can0 (VE.Can port), can1 (BMS-Can port)" in out
 
 
 def test_parts_can_be_switched_off(bundle_dir: Path, gx_root: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import dbus
 
+from tests.fake_gx import make_can_root
 from tests.fixtures.venus import SettingsService
 from tests.install.conftest import (
     app_dir,
@@ -90,10 +91,20 @@ def test_superb_port_is_refused_for_the_sunny_island(bundle_dir: Path, gx_root: 
 
 def test_port_not_managed_by_venus_is_set_up_at_boot(bundle_dir: Path, gx_root: Path,
                                                      settings_service: SettingsService) -> None:
-    res = run_installer(bundle_dir, gx_root, "--services", "sma", "--sma-port", "can5",
+    make_can_root(gx_root, "cerbo-gx-mk1", usb_adapter=True)  # can9: a USB CAN adapter
+    res = run_installer(bundle_dir, gx_root, "--services", "sma", "--sma-port", "can9",
                         env=env_for(settings_service))
-    assert "can5 is not managed by Venus" in res.stdout
-    assert read_state(gx_root)["can_link"] == "can5"
+    assert "can9 is not managed by Venus" in res.stdout
+    assert read_state(gx_root)["can_link"] == "can9"
+
+
+def test_a_port_this_gx_does_not_have_is_refused(bundle_dir: Path, gx_root: Path,
+                                                 settings_service: SettingsService) -> None:
+    res = run_installer(bundle_dir, gx_root, "--services", "sma", "--sma-port", "vecan1",
+                        env=env_for(settings_service))
+    assert ("Sunny Island port: CAN interface 'vecan1' does not exist on this GX (CAN "
+            "interfaces: can0 (VE.Can port), can1 (BMS-Can port))") in res.stderr
+    assert "can_profile_port" not in read_state(gx_root)
 
 
 def test_no_settings_service_is_reported(bundle_dir: Path, gx_root: Path) -> None:

@@ -254,6 +254,91 @@ def test_the_stub_check_notices_an_invented_name(tmp_path: Path) -> None:
     assert problems and "maximumValue" in problems[0]
 
 
+# --------------------------------------------------------------------------- pinned gui-v2 API
+
+
+def _pinned() -> dict[str, Any]:
+    return json.loads((STUBS / "pinned_api.json").read_text(encoding="utf-8"))
+
+
+def test_pinned_api_covers_first_plugin_release_newest_release_and_main() -> None:
+    pinned = _pinned()
+    assert list(pinned["gui-v2"]) == ["v1.2.14", "v1.3.15", "main"]
+    assert all(re.fullmatch(r"[0-9a-f]{40}", c) for c in pinned["gui-v2"].values())
+    assert set(pinned["exports"]) == set(pinned["gui-v2"])
+    # what gui-v2's sources say (checked by hand in cmake/ModuleVenus_Sources.cmake): the
+    # component existed in both releases and was deleted on main (commit cc14e21b)
+    exports = pinned["exports"]
+    assert "SettingsListNavigation" in exports["v1.2.14"]
+    assert "SettingsListNavigation" in exports["v1.3.15"]
+    assert "SettingsListNavigation" not in exports["main"]
+    assert all("ListNavigation" in names for names in exports.values())
+    assert qbuild.MIN_GUI_V2 == "v1.2.14"
+
+
+def test_pages_use_only_api_of_every_pinned_gui_v2(built: qbuild.BuildResult) -> None:
+    """Issue 15: the pages used SettingsListNavigation, which gui-v2 main no longer exports."""
+    from qml.api_check import check_files
+
+    files = sorted(built.gui_v2_dir.glob("*.qml"))
+    assert len(files) >= 3
+    problems = check_files(files)
+    assert not problems, "\n".join(map(str, problems))
+
+
+def test_api_check_finds_a_type_deleted_on_main() -> None:
+    from qml.api_check import check_text
+
+    old_nav = ("import QtQuick\nimport Victron.VenusOS\n\nPage {\n\tGradientListView {\n"
+               "\t\tmodel: VisibleItemModel {\n\t\t\tSettingsListNavigation {\n"
+               "\t\t\t\ttext: \"x\"\n\t\t\t\tpageSource: \"qrc:/X/P.qml\"\n"
+               "\t\t\t}\n\t\t}\n\t}\n}\n")
+    problems = [str(p) for p in check_text(old_nav, "Old.qml", _pinned())]
+    assert problems == ["Old.qml:7: type SettingsListNavigation is not exported by gui-v2 main"]
+
+
+def test_api_check_finds_properties_and_members_not_everywhere() -> None:
+    from qml.api_check import check_text
+
+    text = ("ListNavigation {\n\tpageSource: \"x\"\n\tonClicked: Global.pageManager.pushIt(1)\n"
+            "\tcaption: VenusOS.No_Such_Enum\n}\nListSpinBox {\n\tmaximumValue: 3\n"
+            "\tdataItem.uid: BackendConnection.serviceUidFromName(\"a\", 0)\n}\n")
+    problems = [p.what for p in check_text(text, "X.qml", _pinned())]
+    assert problems == ["ListNavigation.pageSource is not in every pinned gui-v2",
+                        "Global.pageManager.pushIt is not in every pinned gui-v2",
+                        "VenusOS.No_Such_Enum is not pinned",
+                        "ListSpinBox.maximumValue is not in every pinned gui-v2"]
+
+
+def test_qt_names_allowed_by_the_check_exist_in_qt() -> None:
+    """The few Qt-inherited names the check accepts are real properties of those Qt types."""
+    from PySide6.QtQml import QQmlComponent, QQmlEngine
+
+    from qml.api_check import QT_BASE_NAMES, QT_BASE_QML
+
+    qtkit.app()
+    engine = QQmlEngine()
+    for base, names in QT_BASE_NAMES.items():
+        comp = QQmlComponent(engine)
+        comp.setData(f"import QtQuick\nimport QtQuick.Templates as T\n{QT_BASE_QML[base]} {{}}\n"
+                     .encode(), "file:///qtbase.qml")
+        obj = comp.create()
+        assert obj is not None, comp.errorString()
+        meta = obj.metaObject()
+        have = {meta.property(i).name() for i in range(meta.propertyCount())}
+        assert names <= have, (base, names - have)
+
+
+def test_stubs_offer_no_type_that_gui_v2_main_does_not_export() -> None:
+    exports = _pinned()["exports"]
+    types = _qmldir_types(V2_IMPORTS / "Victron" / "VenusOS" / "qmldir")
+    for name in types:
+        if name.startswith("Stub") or name == "VenusOS":
+            continue  # stub internals; VenusOS is gui-v2's C++ enum type (src/enums.h)
+        missing = [ref for ref, names in exports.items() if name not in names]
+        assert not missing, f"stub {name} is not exported by gui-v2 {missing}"
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -304,6 +389,7 @@ def _check_item(item: Any, setting: Setting, service_uid: str) -> None:
 
 
 def test_gui_v2_pages_render_from_the_resource(plugin: dict[str, Any], schema: Schema) -> None:
+    from PySide6.QtCore import QMetaObject
     from PySide6.QtQuick import QQuickItem
 
     store = _memory_store(schema)
@@ -326,7 +412,14 @@ def test_gui_v2_pages_render_from_the_resource(plugin: dict[str, Any], schema: S
             assert nav is not None, group.id
             assert nav.property("text") == group.label
             assert nav.property("height") > 0
-            sub_url = nav.property("pageSource")
+            # a tap runs the page's own onClicked: Global.pageManager.pushPage(url, {title})
+            QMetaObject.invokeMethod(nav, "_stubTap")
+            manager = _read(glob, "pageManager")
+            sub_url = manager.property("_stubLastUrl")
+            assert sub_url == f"qrc:/CanBridge/{qbuild.group_page(group)}"
+            pushed = manager.property("_stubLastProperties")
+            pushed = pushed.toVariant() if hasattr(pushed, "toVariant") else pushed
+            assert pushed == {"title": group.label}
             sub = pv.load(sub_url)
             assert pv.warnings == [], pv.warnings
             assert sub.property("title") == group.label
@@ -339,6 +432,74 @@ def test_gui_v2_pages_render_from_the_resource(plugin: dict[str, Any], schema: S
             page = pv.load(settings_url)
         for shot in shots:
             assert shot.stat().st_size > 5000, f"{shot} looks empty"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_gui_v2_offers_the_gx_can_ports_as_a_choice(plugin: dict[str, Any], schema: Schema,
+                                                    as_json: bool) -> None:
+    """Issue 15: the ports come from Venus's own list (venus-platform /CanBus/Interfaces, as on
+    a Cerbo GX MK1), choosing one writes the CanInterface setting, the driver's error shows."""
+    from PySide6.QtCore import Q_ARG, QMetaObject
+    from PySide6.QtQuick import QQuickItem
+
+    store = _memory_store(schema)
+    found = [{"config": 0, "interface": "can0", "name": "VE.Can port"},
+             {"config": 1, "interface": "can1", "name": "BMS-Can port"}]
+    store.values[("com.victronenergy.platform", "/CanBus/Interfaces")] = (
+        json.dumps(found) if as_json else found)
+    store.values[("com.victronenergy.canbridge.superb", "/Status/CanError")] = (
+        "CAN interface 'vecan0' does not exist on this GX")
+    backend = StubBackend(store)
+    superb = next(g for g in schema.groups if g.id == "superb")
+    setting = schema.by_key["Superb/CanInterface"]
+    with page_view(HARNESS, [V2_IMPORTS]) as pv:
+        pv.singleton("Victron.VenusOS", "Global").setProperty("_stubBackend", backend)
+        pv.start(800, 480)
+        page = pv.load(f"qrc:/CanBridge/{qbuild.group_page(superb)}")
+        assert pv.warnings == [], pv.warnings
+        choice = page.findChild(QQuickItem, "ports_Superb_CanInterface")
+        model = choice.property("optionModel")
+        model = model.toVariant() if hasattr(model, "toVariant") else model
+        assert [(o["display"], o["value"]) for o in model] == [
+            ("auto: this GX's VE.Can port", "auto"), ("can0 (VE.Can port)", "can0"),
+            ("can1 (BMS-Can port), BMS only", "can1")]
+        assert choice.property("currentIndex") == 0  # the default, auto
+        QMetaObject.invokeMethod(choice, "_stubChoose", Q_ARG("QVariant", 1))
+        process(0.1)
+        assert store.read((SETTINGS, setting.path)) == "can0"
+        assert choice.property("currentIndex") == 1
+        error = page.findChild(QQuickItem, "error_Superb_CanInterface")
+        assert bool(error.property("visible"))
+        assert "'vecan0' does not exist" in error.property("secondaryText")
+        pv.fit_height(page, 48)
+        pv.grab("gui-v2-can-ports")
+
+
+def test_gui_v2_sma_page_says_when_the_port_does_not_exist(plugin: dict[str, Any],
+                                                           schema: Schema) -> None:
+    """The Sunny Island page checks the configured port against Venus's list (Cerbo GX MK1)."""
+    from PySide6.QtQuick import QQuickItem
+
+    store = _memory_store(schema)
+    store.values[("com.victronenergy.platform", "/CanBus/Interfaces")] = [
+        {"config": 0, "interface": "can0", "name": "VE.Can port"},
+        {"config": 1, "interface": "can1", "name": "BMS-Can port"}]
+    setting = schema.by_key["Sma/CanInterface"]
+    backend = StubBackend(store)
+    sma = next(g for g in schema.groups if g.id == setting.group)
+    with page_view(HARNESS, [V2_IMPORTS]) as pv:
+        pv.singleton("Victron.VenusOS", "Global").setProperty("_stubBackend", backend)
+        pv.start(800, 480)
+        page = pv.load(f"qrc:/CanBridge/{qbuild.group_page(sma)}")
+        assert pv.warnings == [], pv.warnings
+        error = page.findChild(QQuickItem, "error_Sma_CanInterface")
+        assert not bool(error.property("visible"))  # auto
+        for value, shown in (("vecan1", "CAN interface vecan1 does not exist on this GX"),
+                             ("can1", ""), ("slcan:/dev/ttyACM0", "")):
+            backend.changed((SETTINGS, setting.path), value)
+            process(0.05)
+            assert error.property("secondaryText") == shown, value
+            assert bool(error.property("visible")) is bool(shown)
 
 
 @pytest.mark.parametrize(("process_name", "ours"), [
@@ -383,6 +544,9 @@ def test_classic_pages_render(built: qbuild.BuildResult, schema: Schema,
 
     d = classic_dir(built, tmp_path)
     store = _memory_store(schema)
+    # systemcalc names the vebus service in use; the "in use" rows read dbus-sma's paths there
+    store.values[("com.victronenergy.system", "/VebusService")] = \
+        "com.victronenergy.vebus.canbridge_sma_can1"
     backend = StubBackend(store)
     with page_view(d / "ClassicHarness.qml", [CLASSIC_STUBS]) as pv:
         pv.singleton("com.victron.velib", "StubBus").setProperty("_stubBackend", backend)
@@ -394,8 +558,49 @@ def test_classic_pages_render(built: qbuild.BuildResult, schema: Schema,
                 pv.fit_height(page, 32)
                 pv.grab(f"classic-{f.stem}")
     bound = {k[1] for k in store.values if k[1].startswith("/Settings/")}
-    attached = {k[1] for k in backend.items}
+    # and Venus's list of CAN interfaces, which labels the CAN port choice
+    bound.add("/CanBus/Interfaces")
+    attached = {k[1] for k in backend.items
+                if k[1].startswith("/Settings/") or k[1] == "/CanBus/Interfaces"}
     assert attached == bound, sorted(bound ^ attached)
+    # plus the read-only "in use" rows of dbus-sma's battery and SoC source
+    assert {k for k in backend.items if k[1] not in attached} == {
+        ("com.victronenergy.system", "/VebusService"),
+        ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/BatterySource"),
+        ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/SocSource")}
+
+
+def test_classic_pages_offer_the_can_ports_labelled_from_the_gx(
+        built: qbuild.BuildResult, schema: Schema, tmp_path: Path) -> None:
+    """Issue 15: the classic page offers a choice of ports, each labelled from Venus's list of
+    this GX's interfaces (here a Cerbo GX MK1), and writes the CanInterface setting."""
+    from PySide6.QtCore import QUrl
+    from PySide6.QtQuick import QQuickItem
+
+    d = classic_dir(built, tmp_path)
+    store = _memory_store(schema)
+    store.values[("com.victronenergy.platform", "/CanBus/Interfaces")] = json.dumps(
+        [{"config": 1, "interface": "can1", "name": "BMS-Can port"},
+         {"config": 0, "interface": "can0", "name": "VE.Can port"}])
+    backend = StubBackend(store)
+    superb = next(g for g in schema.groups if g.id == "superb")
+    with page_view(d / "ClassicHarness.qml", [CLASSIC_STUBS]) as pv:
+        pv.singleton("com.victron.velib", "StubBus").setProperty("_stubBackend", backend)
+        pv.start(480, 272)
+        page = pv.load(QUrl.fromLocalFile(str(d / f"{qbuild.classic_page(superb)}.qml"))
+                       .toString())
+        assert pv.warnings == [], pv.warnings
+        options = [o for o in page.findChildren(QQuickItem) if o.property("_stubLabel") ==
+                   "CAN port"]
+        assert len(options) == 1
+        values = _read(options[0], "possibleValues")
+        texts = [str(values.at(i).property("description")) for i in range(values.count())]
+        assert texts == ["auto: this GX's VE.Can port", "can0 (VE.Can port)",
+                         "can1 (BMS-Can port), BMS only", "vecan0 (not on this GX)",
+                         "vecan1 (not on this GX)"]
+        assert options[0].property("_stubValueText") == "auto: this GX's VE.Can port"
+        pv.fit_height(page, 32)
+        pv.grab("classic-can-ports")
 
 
 # --------------------------------------------------------------------------- round trip

@@ -20,6 +20,7 @@ import can
 import dbus
 import pytest
 
+from sim.sma import wire
 from tests.fixtures.canlink import CanLink
 from tests.fixtures.procs import Proc, python_cmd
 from tests.fixtures.venus import DbusDaemon, SettingsService, wait_for_name
@@ -110,10 +111,11 @@ class SmaSystem:
         return p
 
     def start_bridge(self, *args: str, battery: str | None = BATTERY,
-                     settings: dict[str, Any] | None = None) -> Proc:
+                     settings: dict[str, Any] | None = None,
+                     env: dict[str, str] | None = None) -> Proc:
         state = self.workdir / "state"
-        p = Proc(python_cmd("driver.sma.main", "--state-dir", str(state), *args), self.env(),
-                 name="dbus-sma")
+        p = Proc(python_cmd("driver.sma.main", "--state-dir", str(state), *args),
+                 {**self.env(), **(env or {})}, name="dbus-sma")
         self.procs.append(p)
         self.bridge = p
         p.wait_for("registered .* settings", 20)
@@ -176,10 +178,45 @@ class SmaSystem:
         raise AssertionError(f"{path} = {v!r} did not match within {timeout} s")
 
 
-def limits(msg: can.Message) -> dict[str, Any]:
-    from driver.sma import frames
+#: measured detection times of the input faults (rendered into docs/RELIABILITY.md by
+#: bench/reliability_report.py)
+RESULTS = Path(__file__).resolve().parents[2] / "artifacts" / "faults" / "sma_inputs.json"
 
-    return frames.decode_signals(msg)
+
+def record(key: str, *, fault: str, expected: str, detect: float | None, signal: str,
+           note: str = "") -> None:
+    """Merge one measured fault into ``artifacts/faults/sma_inputs.json``."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[key] = {"fault": fault, "expected": expected,
+                 "detect": None if detect is None else round(detect, 2), "signal": signal,
+                 "note": note, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(RESULTS)
+
+
+def limits(msg: can.Message) -> dict[str, Any]:
+    """0x351 decoded with the tests' own hand-written layout (sim/sma/wire.py)."""
+    lim = wire.decode_351(bytes(msg.data))
+    return {"ChargeVoltageLimit": lim.cvl, "ChargeCurrentLimit": lim.ccl,
+            "DischargeCurrentLimit": lim.dcl, "DischargeVoltageLimit": lim.dvl}
+
+
+def soc_of(msg: can.Message) -> int:
+    """0x355 SoC (hand-written layout)."""
+    return wire.decode_355(bytes(msg.data))[0]
+
+
+def alarms_of(msg: can.Message) -> set[str]:
+    return wire.decode_35a(bytes(msg.data))[0]
+
+
+def warnings_of(msg: can.Message) -> set[str]:
+    return wire.decode_35a(bytes(msg.data))[1]
 
 
 def is_351(m: can.Message) -> bool:

@@ -78,7 +78,8 @@ def test_startup_conservative_frames(clock: Clock) -> None:
     v = out.values
     assert out.level == Level.STARTUP
     assert v.soc == 50 and v.soc != 0
-    assert v.ccl == CFG.stale_charge_current and v.dcl == CFG.stale_discharge_current
+    assert v.ccl == CFG.stale_charge_current
+    assert v.dcl == min(CFG.max_discharge_current, CFG.stale_discharge_current)
     assert v.cvl == CFG.float_voltage
     assert "General" in v.warnings and out.command is None
 
@@ -139,14 +140,26 @@ def test_ladder_steps_with_timings(clock: Clock) -> None:
     assert ctl.step(stale_inp).command is None
     clock.t += 5
     assert ctl.step(stale_inp).command is False
-    # data return: start commanded, for a few ticks
+    # data return: start commanded, repeated every StartRepeatInterval (5 s) while the
+    # Sunny Island does not report Run
     cmds = []
-    for _ in range(5):
+    for _ in range(11):
         clock.t += 1
         o = ctl.step(replace(inp, battery=batt(clock)))
         cmds.append(o.command)
     assert o.level == Level.NORMAL
-    assert cmds == [True, True, True, None, None]
+    assert cmds == [True, None, None, None, None, True, None, None, None, None, True]
+    assert o.start_commands == 3
+    # a 0x307 from before the first start saying Run does not count; one after it does
+    first = clock.t - 10
+    cmds = []
+    for run_at in (first - 1, first - 1, first - 1, first - 1, first - 1, clock.t + 0.5,
+                   clock.t + 0.5, clock.t + 0.5, clock.t + 0.5, clock.t + 0.5, clock.t + 0.5):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=52.0, current=0.0, run=True, run_at=run_at)
+        cmds.append(ctl.step(replace(inp, battery=batt(clock), si=si)).command)
+    assert cmds[:5] == [None, None, None, None, True]
+    assert cmds[5:] == [None] * 6
 
 
 def test_stop_start_disabled(clock: Clock) -> None:
@@ -185,22 +198,48 @@ def test_implausible_data_treated_as_stale_and_alarm(clock: Clock, kw: dict, why
     assert out.values.soc != 0
 
 
-def test_current_sign_check_against_sunny_island(clock: Clock) -> None:
+def test_dc_coupled_solar_currents_never_compared(clock: Clock) -> None:
+    """MPPTs produce more than the load: battery +20 A charging, Sunny Island 20 A
+    discharging (0x305 is its own current). Plausible for an hour of simulated time."""
+    ctl = Controller(clock)
+    for _ in range(3600):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=52.1, current=-20.0)
+        out = ctl.step(Inputs(CFG, battery=batt(clock, current=20.0), si=si))
+        assert out.implausible == "" and out.level == Level.NORMAL
+        assert out.command is None
+
+
+def test_voltage_compared_with_the_sunny_islands(clock: Clock) -> None:
     ctl = Controller(clock)
     run(ctl, clock, Inputs(CFG), 2)
+    # a mismatch shorter than PlausibleVoltageTime (10 s) is a load step, not implausible
+    for _ in range(10):   # first seen at t, still < 10 s at t + 9
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=55.0, current=0.0)
+        out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
+        assert out.implausible == "" and out.level == Level.NORMAL
     clock.t += 1
-    si = SiMeasurement(at=clock.t, voltage=52.0, current=-30.0)  # SI says discharging
-    out = ctl.step(Inputs(CFG, battery=batt(clock, current=30.0), si=si))
-    assert "disagrees" in out.implausible and out.level == Level.ALARM
-    # small currents near zero do not trigger it
+    si = SiMeasurement(at=clock.t, voltage=55.0, current=0.0)
+    out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
+    assert "differs from the Sunny Island's 55 V" in out.implausible
+    assert out.level == Level.ALARM and out.values.ccl == 0
     clock.t += 1
-    si = SiMeasurement(at=clock.t, voltage=52.0, current=-2.0)
-    out = ctl.step(Inputs(CFG, battery=batt(clock, current=3.0), si=si))
+    si = SiMeasurement(at=clock.t, voltage=54.4, current=0.0)  # within 2.5 V
+    out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
     assert out.implausible == "" and out.level == Level.NORMAL
-    # an old SI measurement is not used
-    clock.t += 10
-    out = ctl.step(Inputs(CFG, battery=batt(clock, current=30.0), si=si))
-    assert out.implausible == ""
+    # old measurements (either side) are not compared
+    for _ in range(15):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t - 6, voltage=60.0, current=0.0)
+        out = ctl.step(Inputs(CFG, battery=batt(clock, voltage=52.0), si=si))
+        assert out.implausible == ""
+    b = batt(clock, voltage=52.0)
+    for _ in range(8):
+        clock.t += 1
+        si = SiMeasurement(at=clock.t, voltage=49.0, current=-300.0)
+        out = ctl.step(Inputs(CFG, battery=b, si=si))
+        assert out.implausible == ""
 
 
 def test_temperature_rules(clock: Clock) -> None:
@@ -271,6 +310,9 @@ def test_absorption_ends_on_maximum_time(clock: Clock) -> None:
     assert ctl.phase == Phase.ABSORPTION
     out = run(ctl, clock, Inputs(cfg), 58, voltage=56.7, current=50.0)
     assert out.phase == Phase.ABSORPTION
+    # time below the target voltage does not count
+    out = run(ctl, clock, Inputs(cfg), 30, voltage=55.0, current=-30.0)
+    assert out.phase == Phase.ABSORPTION   # 59 s at target, 30 s below
     out = run(ctl, clock, Inputs(cfg), 1, voltage=56.7, current=50.0)
     assert out.phase == Phase.FLOAT
 
@@ -321,3 +363,66 @@ def test_missing_values_are_no_data_not_implausible(clock: Clock) -> None:
     out = ctl.step(Inputs(CFG, battery=batt(clock, soc=None)))
     assert ctl.good_at == good_at and out.implausible == ""
     assert out.level == Level.STALE
+
+
+def test_unknown_temperature_is_no_charging_not_full_current(clock: Clock) -> None:
+    """Issue 11: temperature_factor(None) was 1.0 (full charge current)."""
+    assert Controller.temperature_factor(None, CFG) == 0.0
+    ctl = Controller(clock)
+    out = run(ctl, clock, Inputs(CFG), 3, temperature=None)
+    assert out.values.ccl == 0 and "temperature unknown" in out.reasons
+    # the Sunny Island's own 0x305 temperature is the fallback while fresh
+    clock.t += 1
+    si = SiMeasurement(at=clock.t, voltage=52.0, current=0.0, temperature=15.0)
+    out = ctl.step(Inputs(CFG, battery=batt(clock, temperature=None), si=si))
+    assert out.values.ccl == 100.0 and out.values.temperature == 15.0
+    clock.t += 6  # 0x305 older than 5 s: unknown again
+    out = ctl.step(Inputs(CFG, battery=batt(clock, temperature=None), si=si))
+    assert out.values.ccl == 0
+    # a cold cell counts even when the pack reads warm (the lowest temperature known)
+    out = run(ctl, clock, Inputs(CFG), 1, temperature=20.0, cell_temperature_min=-1.0)
+    assert out.values.ccl == 0
+
+
+def test_tail_current_only_at_target_voltage(clock: Clock) -> None:
+    """Issue 13's reproduction: 3 s in the taper band, then discharge: the old code declared
+    absorption done ConditionTime later (a discharge current is below the tail current)."""
+    cfg = replace(CFG, condition_time=30.0, absorption_time=60.0)
+    ctl = Controller(clock)
+    run(ctl, clock, Inputs(cfg), 2, voltage=53.0, current=50.0)
+    out = run(ctl, clock, Inputs(cfg), 3, voltage=56.6, current=30.0)
+    assert out.phase == Phase.ABSORPTION
+    out = run(ctl, clock, Inputs(cfg), 120, voltage=52.5, current=-40.0)
+    assert out.phase == Phase.ABSORPTION and not out.absorption_done
+    # at the target with a small current: the tail condition ends it
+    out = run(ctl, clock, Inputs(cfg), 31, voltage=56.7, current=5.0)
+    assert out.phase == Phase.FLOAT and out.absorption_done
+
+
+def test_phases_follow_the_cvl_actually_sent(clock: Clock) -> None:
+    """Battery cap 55.2 V under AbsorptionVoltage 56.8 V: absorption at 55.2 V."""
+    cfg = replace(CFG, condition_time=5.0)
+    ctl = Controller(clock)
+    out = run(ctl, clock, Inputs(cfg), 2, voltage=54.0, current=50.0, max_charge_voltage=55.2)
+    assert out.phase == Phase.BULK and out.values.cvl == 55.2
+    out = run(ctl, clock, Inputs(cfg), 1, voltage=55.0, current=30.0, max_charge_voltage=55.2)
+    assert out.phase == Phase.ABSORPTION
+    out = run(ctl, clock, Inputs(cfg), 6, voltage=55.2, current=3.0, max_charge_voltage=55.2)
+    assert out.phase == Phase.FLOAT and out.values.cvl == 54.0
+    # the same with a DVCC cap
+    ctl = Controller(clock)
+    inp = Inputs(cfg, dvcc=Dvcc(max_charge_voltage=55.0))
+    run(ctl, clock, inp, 2, voltage=54.0, current=50.0)
+    out = run(ctl, clock, inp, 1, voltage=54.8, current=30.0)
+    assert out.phase == Phase.ABSORPTION
+    out = run(ctl, clock, inp, 6, voltage=55.0, current=3.0)
+    assert out.phase == Phase.FLOAT
+
+
+def test_dvcc_values_expire(clock: Clock) -> None:
+    ctl = Controller(clock)
+    d = Dvcc(max_charge_current=10.0, written={"max_charge_current": clock.t})
+    out = run(ctl, clock, Inputs(CFG, dvcc=d), 2)
+    assert out.values.ccl == 10.0 and out.dvcc_expired == ()
+    out = run(ctl, clock, Inputs(CFG, dvcc=d), CFG.dvcc_timeout)
+    assert out.values.ccl == 100.0 and out.dvcc_expired == ("max_charge_current",)

@@ -89,8 +89,9 @@ def test_frame_set_ids_and_lengths() -> None:
 
 
 def test_startstop_and_quickstop() -> None:
-    assert bytes(frames.encode_startstop(True).data) == b"\x01"
-    assert bytes(frames.encode_startstop(False).data) == b"\x02"
+    # 4 bytes [cmd, 0, 0, 0], as SMAVenusDriver sends it in the field
+    assert bytes(frames.encode_startstop(True).data) == b"\x01\x00\x00\x00"
+    assert bytes(frames.encode_startstop(False).data) == b"\x02\x00\x00\x00"
     q = frames.encode_quickstop()
     assert q.arbitration_id == 0x00F and bytes(q.data) == bytes(8)
 
@@ -144,10 +145,24 @@ def test_flags_round_trip() -> None:
     assert frames.decode_si(m)[1]["flags"] == f
 
 
-@pytest.mark.parametrize("fid,data", [(0x305, "0802"), (0x307, ""), (0x351, "00" * 9)])
-def test_wrong_length_refused(fid: int, data: str) -> None:
-    with pytest.raises(FrameError, match="data bytes"):
+@pytest.mark.parametrize("fid,data", [(0x305, "0802"), (0x307, ""), (0x307, "0001c00202"),
+                                      (0x300, "f4ff0500")])
+def test_too_short_refused(fid: int, data: str) -> None:
+    with pytest.raises(frames.FrameTooShort, match="data bytes"):
         frames.decode_signals(msg(fid, data))
+
+
+@pytest.mark.parametrize("data", ["0001c0020200", "0001c002020017", "0001c00202001700"])
+def test_0x307_with_sync_byte_accepted(data: str) -> None:
+    """The field's 0x307 is 7-8 bytes (a sync byte after the flags): accepted."""
+    _, v = frames.decode_si(msg(0x307, data))
+    f = v["flags"]
+    assert (f.run, f.gd_on, f.ext_vf_ok, f.gn_rn, f.overload) == (True, True, True, True, True)
+
+
+def test_longer_frames_accepted_extra_bytes_ignored() -> None:
+    _, v = frames.decode_si(msg(0x300, "f4ff0500008012345678"[:16]))
+    assert v["ExtActivePowerL1"] == -1.2 and v["ExtActivePowerL3"] is None
 
 
 def test_unknown_id_refused() -> None:

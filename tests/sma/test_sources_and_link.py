@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 
+import dbus
 import pytest
 
-from driver.sma import frames
 from tests.fixtures.procs import Proc, python_cmd
 from tests.fixtures.venus import wait_for_name
-from tests.sma.conftest import SmaSystem, is_351
+from tests.sma.conftest import BATTERY, VEBUS, SmaSystem, is_351, limits, record, soc_of
+from tests.sma.test_process import FAST_LADDER
 
 SYSTEM = "com.victronenergy.system"
 
@@ -18,25 +20,80 @@ def _is(fid: int):
     return lambda m: m.arbitration_id == fid
 
 
-def test_system_battery_is_the_default_source(sma: SmaSystem) -> None:
-    sma.start_si()
-    p = Proc(python_cmd("sim.sma.battery", "--system", "--follow", "can1"), sma.env(),
-             name="system")
+def start_systemcalc(sma: SmaSystem, active: str = "com.victronenergy.battery/512") -> Proc:
+    p = Proc(python_cmd("sim.sma.battery", "--system", "--active", active, "--follow", "can1"),
+             sma.env(), name="systemcalc")
     sma.procs.append(p)
     wait_for_name(sma.daemon.address, SYSTEM, 15)
-    sma.start_bridge(battery=None)  # Sma/BatteryService empty: the Venus system battery
+    return p
+
+
+def test_default_source_is_systemcalcs_active_battery_never_a_vebus(sma: SmaSystem) -> None:
+    """Issue 13: with Sma/BatteryService empty the source is systemcalc's
+    /ActiveBatteryService; when that is a vebus service (systemcalc's fallback without a
+    battery monitor: this bridge's own) it is refused and "no BMS data" goes through the
+    ladder. The old code read systemcalc's /Dc/Battery (the Sunny Island's own values) and
+    stayed normal with full charge current."""
+    sma.start_si()
+    sma.start_battery()
+    start_systemcalc(sma)
+    sma.start_bridge(battery=None, settings=FAST_LADDER)
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 15)
-    # Freeze the mirror and give the system battery values of our own: they reach 0x355/0x356.
-    assert sma.call(SYSTEM, "/Test/Hold", "SetValue", 1) == 0
-    assert sma.call(SYSTEM, "/Dc/Battery/Voltage", "SetValue", 51.23) == 0
-    mark = sma.tap.mark()
-    _, m = sma.tap.wait(lambda x: _is(0x356)(x) and abs(
-        frames.decode_signals(x)["BatteryVoltage"] - 51.23) < 0.006, 5, mark)
-    assert frames.decode_signals(m)["BatteryVoltage"] == pytest.approx(51.23, abs=0.006)
-    # The system service vanishing makes the data stale: the ladder leaves "normal".
-    p.stop()
-    sma.wait_vebus("/CanBridge/Ladder", lambda v: v not in (None, "normal"), 20)
+    # systemcalc falls back to the vebus service (ours: instance 261) as the battery
+    t0 = time.monotonic()
+    assert sma.call(SYSTEM, "/ActiveBatteryService", "SetValue",
+                    "com.victronenergy.vebus/261") == 0
+    # no BMS data: the ladder escalates (scaled 2/5/10 s) to charge current 0 and a stop
+    sma.wait_vebus("/CanBridge/Ladder", lambda v: v is not None and v.startswith("alarm"), 12)
+    t_alarm = time.monotonic() - t0
+    _, m = sma.tap.wait(is_351, 3, sma.tap.mark())
+    assert limits(m)["ChargeCurrentLimit"] == 0
+    reason = sma.vebus("/CanBridge/BatterySourceReason")
+    assert "refused" in reason and "this bridge's own vebus service" in reason
+    assert sma.vebus("/CanBridge/BatterySource") == ""
+    sma.tap.wait(lambda m: m.arbitration_id == 0x35C and m.data[0] == 2, 15, sma.tap.mark())
+    record("own_vebus_source", fault="systemcalc's /ActiveBatteryService becomes this "
+           "bridge's own vebus (no battery monitor)", expected="refused, reason published; "
+           "no BMS data goes through the ladder (scaled 2/5/10 s): CCL 0, stop",
+           detect=t_alarm, signal="ladder alarm, CCL 0 (StaleAlarmTime 5 s)")
+    # a vebus service named in the setting is refused too
+    sma.set_setting("BatteryService", VEBUS)
+    sma.wait_vebus("/CanBridge/BatterySourceReason",
+                   lambda v: v is not None and "refused" in v and "vebus" in v, 5)
+    # back to the battery: normal again, started
+    sma.set_setting("BatteryService", "")
+    assert sma.call(SYSTEM, "/ActiveBatteryService", "SetValue",
+                    "com.victronenergy.battery/512") == 0
+    sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 10)
+    sma.si.wait_for("started by 0x35C", 15)
+    assert sma.vebus("/CanBridge/BatterySource") == BATTERY
+    assert "ActiveBatteryService" in sma.vebus("/CanBridge/BatterySourceReason")
+    assert BATTERY in json.loads(sma.vebus("/CanBridge/BatteryServices"))
     assert "Traceback" not in sma.bridge.output
+
+
+def test_soc_source_separate_from_the_bms(sma: SmaSystem) -> None:
+    """A SmartShunt-like monitor gives the SoC; limits still come from the BMS."""
+    sma.start_si()
+    sma.start_battery()
+    shunt = "com.victronenergy.battery.shunt"
+    p = Proc(python_cmd("sim.sma.battery", "--name", shunt, "--instance", "513"), sma.env(),
+             name="shunt")
+    sma.procs.append(p)
+    wait_for_name(sma.daemon.address, shunt, 15)
+    assert sma.call(shunt, "/Soc", "SetValue", 77.0) == 0
+    sma.start_bridge(settings={"SocService": shunt, "SocRateLimit": 10.0})
+    sma.wait_vebus("/CanBridge/SocSource", lambda v: v == shunt, 10)
+    sma.tap.wait(lambda m: m.arbitration_id == 0x355 and soc_of(m) == 77, 10, sma.tap.mark())
+    # the BMS's charge limit still applies
+    sma.set_battery("/Info/MaxChargeCurrent", 7.0)
+    sma.tap.wait(lambda m: is_351(m) and 0 < limits(m)["ChargeCurrentLimit"] <= 7.0, 10,
+                 sma.tap.mark())
+    # the shunt's SoC becomes invalid: the BMS's SoC is used, and why is published
+    assert sma.call(shunt, "/Soc", "SetValue", dbus.Array([], signature="i")) == 0
+    sma.wait_vebus("/CanBridge/SocSourceReason", lambda v: v is not None and "no valid" in v,
+                   10)
+    assert sma.vebus("/CanBridge/SocSource") == BATTERY
 
 
 def test_three_phase_cluster_values(sma: SmaSystem) -> None:

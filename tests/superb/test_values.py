@@ -55,7 +55,8 @@ def test_values_match_simulator(superb: System) -> None:
     assert one["/Soc"] == 64
     assert one["/Dc/0/Temperature"] == pytest.approx(21.5, abs=0.125)
     assert one["/InstalledCapacity"] == 100
-    assert one["/Capacity"] == pytest.approx(64.0)
+    assert one["/Capacity"] == 100  # full capacity, as a Lynx Smart BMS (issue 17)
+    assert one["/CanBridge/RemainingCapacity"] == pytest.approx(64.0)
     assert one["/ConsumedAmphours"] == pytest.approx(-10.5)
     assert one["/TimeToGo"] is None  # charging: no time to go
     assert c.value(AGGREGATE, "/Info/MaxChargeVoltage") == pytest.approx(14.2)

@@ -1,7 +1,8 @@
 """Child process for tests: runs LiveSettings and reports what it sees as JSON lines.
 
 Commands on stdin (one per line): ``instance <uid> <class> <default>``, ``get <path>``,
-``rejected``, ``set <path> <json value>``, ``quit``.
+``rejected``, ``refusals``, ``set <path> <json value>``, ``publish <service name>`` (a
+service made by ``create_service``, which carries the refusal paths), ``quit``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     settings = LiveSettings(velib, bus, schema, schema.under("Sma/", "Superb/"),
                             on_change=changed, on_ready=lambda: out({"event": "ready"}))
     settings.start()
+    services: list[object] = []
 
     def handle(line: str) -> None:
         cmd, *args = line.split(" ", 3)
@@ -44,6 +46,18 @@ def main() -> None:
             out({"value": settings[args[0]]})
         elif cmd == "rejected":
             out({"rejected": settings.rejected})
+        elif cmd == "refusals":
+            out({"refusals": settings.refusal_list(), "write_backs": settings.write_backs,
+                 "count": settings.refusal_count})
+        elif cmd == "publish":
+            from driver.venus.service import create_service
+
+            svc = create_service(velib, args[0], processname="host", processversion="0",
+                                 connection="test", deviceinstance=0, productid=0,
+                                 productname="test")
+            svc.register()
+            services.append(svc)
+            out({"published": args[0]})
         elif cmd == "set":
             out({"result": settings.set(args[0], json.loads(args[1]))})
         elif cmd == "quit":

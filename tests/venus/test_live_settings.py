@@ -98,20 +98,106 @@ def test_own_write_comes_back_as_a_change(host):
     assert ev == {"event": "changed", "path": path, "old": 1.0, "new": 2.0}
 
 
-def test_refused_value_applies_once_the_other_side_of_the_rule_moves(host, settings_service):
+def _get(address: str, path: str, service: str = SETTINGS):
+    bus = dbus.bus.BusConnection(address)
+    try:
+        v = bus.call_blocking(service, path, "com.victronenergy.BusItem", "GetValue", "", [])
+        return str(v) if isinstance(v, dbus.String) else (
+            float(v) if isinstance(v, dbus.Double) else int(v))
+    finally:
+        bus.close()
+
+
+def _wait(cond, timeout: float = 8.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_refused_value_is_written_back_and_published(host, settings_service):
+    """Issue 14: the settings service (so every page) shows the value in force, and the
+    refusal (setting, rule, value refused, when) is on the driver's service."""
+    addr = settings_service.daemon.address
+    floatv = "/Settings/CanBridge/Sma/FloatVoltage"
+    host.cmd("publish com.victronenergy.canbridge.testhost", "published")
+    t0 = time.monotonic()
+    assert _set(addr, floatv, dbus.Double(57.5)) == 0  # above absorption 56.8
+    _wait(lambda: _get(addr, floatv) == 54.0, what="the value in force written back")
+    svc = "com.victronenergy.canbridge.testhost"
+    text = _wait(lambda: _get(addr, "/CanBridge/LastRefusal", svc), what="the refusal text")
+    assert text == ("Sma/FloatVoltage = 57.5 refused: float voltage must not be above "
+                    "absorption voltage; 54.0 stays in force")
+    published = json.loads(_get(addr, "/CanBridge/Refusals", svc))
+    assert len(published) == 1
+    r = published[0]
+    assert (r["setting"], r["path"], r["value"], r["in_force"], r["rule"]) == (
+        "Sma/FloatVoltage", floatv, 57.5, 54.0,
+        "float voltage must not be above absorption voltage")
+    assert t0 - 1 <= r["monotonic"] <= time.monotonic() + 1  # one clock for the machine
+    assert _get(addr, "/CanBridge/RefusalCount", svc) == 1
+    # no feedback loop: our own write-back comes back as a change to the value in force
+    time.sleep(1.0)
+    state = host.cmd("refusals", "refusals")
+    assert state["write_backs"] == 1 and state["count"] == 1
+    assert host.cmd(f"get {floatv}", "value")["value"] == 54.0
+    assert _get(addr, floatv) == 54.0
+
+
+def test_a_written_back_refusal_stays_refused_when_the_rule_later_allows_it(
+        host, settings_service):
+    """One truth: once 54.0 is written back, raising absorption does not bring back the
+    refused 57.5 (nobody sees it stored any more); a new valid value clears the refusal."""
     addr = settings_service.daemon.address
     absorption = "/Settings/CanBridge/Sma/AbsorptionVoltage"
     floatv = "/Settings/CanBridge/Sma/FloatVoltage"
-    assert _set(addr, floatv, dbus.Double(57.5)) == 0  # above absorption 56.8: refused
-    deadline = time.monotonic() + 5
-    while floatv not in host.cmd("rejected", "rejected")["rejected"]:
-        assert time.monotonic() < deadline
+    assert _set(addr, floatv, dbus.Double(57.5)) == 0
+    _wait(lambda: _get(addr, floatv) == 54.0, what="the write-back")
     assert _set(addr, absorption, dbus.Double(58.0)) == 0
-    first = host.read("changed")
-    second = host.read("changed")
-    assert (first["path"], first["new"]) == (absorption, 58.0)
-    assert (second["path"], second["old"], second["new"]) == (floatv, 54.0, 57.5)
+    ev = host.read("changed")
+    assert (ev["path"], ev["new"]) == (absorption, 58.0)
+    assert host.cmd(f"get {floatv}", "value")["value"] == 54.0
+    assert [r["setting"] for r in host.cmd("refusals", "refusals")["refusals"]] == [
+        "Sma/FloatVoltage"]
+    assert _set(addr, floatv, dbus.Double(57.5)) == 0  # allowed now
+    ev = host.read("changed")
+    assert (ev["path"], ev["old"], ev["new"]) == (floatv, 54.0, 57.5)
+    assert host.cmd("refusals", "refusals")["refusals"] == []
     assert host.cmd("rejected", "rejected")["rejected"] == {}
+
+
+def test_value_refused_at_start_falls_back_to_the_last_good_value(settings_service, tmp_path):
+    """Issue 14: a value refused at start uses the value in force before (kept in the state
+    file), not the schema default; and that value is written back."""
+    addr = settings_service.daemon.address
+    floatv = "/Settings/CanBridge/Sma/FloatVoltage"
+    extra = {"CANBRIDGE_STATE_DIR": str(tmp_path)}
+    if os.environ.get("VELIB_PYTHON"):
+        extra["VELIB_PYTHON"] = os.environ["VELIB_PYTHON"]
+    env = child_env(settings_service.daemon.env(), **extra)
+    h = Host(env)
+    try:
+        h.read("ready", 20)
+        assert _set(addr, floatv, dbus.Double(53.2)) == 0  # valid: in force, remembered
+        ev = h.read("changed")
+        assert (ev["path"], ev["new"]) == (floatv, 53.2)
+    finally:
+        h.close()
+    saved = json.loads((tmp_path / "lastgood-Sma-Superb.json").read_text())
+    assert saved[floatv] == 53.2
+    assert _set(addr, floatv, dbus.Double(57.9)) == 0  # written while the driver is away
+    h = Host(env)
+    try:
+        h.read("ready", 20)
+        assert h.cmd(f"get {floatv}", "value")["value"] == 53.2  # not the default 54.0
+        _wait(lambda: _get(addr, floatv) == 53.2, what="the last good value written back")
+        rej = h.cmd("refusals", "refusals")["refusals"]
+        assert [(r["value"], r["in_force"]) for r in rej] == [(57.9, 53.2)]
+    finally:
+        h.close()
 
 
 def test_stored_values_are_checked_against_each_other_not_defaults(settings_service):

@@ -31,6 +31,9 @@ def main() -> int:
     ap.add_argument("--vebus", default="com.victronenergy.vebus.fake_si")
     ap.add_argument("--manager", default="com.victronenergy.canbridge.superb_fake")
     ap.add_argument("--interval", type=float, default=0.5)
+    ap.add_argument("--steady", action="store_true",
+                    help="the battery's values never change (but it is still read: the "
+                         "manager's per-node read counter moves every interval)")
     args = ap.parse_args()
 
     from gi.repository import GLib
@@ -97,6 +100,9 @@ def main() -> int:
         "/Dc/0/Power": -521.0, "/Dc/0/Temperature": 25.0, "/Soc": 70.0,
         "/Energy/AcIn1ToAcOut": 12.5, "/Energy/InverterToAcOut": 3.25,
         "/CanBridge/Ladder": "normal", "/CanBridge/ChargePhase": "absorption",
+        "/CanBridge/BatterySource": "com.victronenergy.battery.superb_aggregate",
+        "/CanBridge/BatterySourceReason": "systemcalc's /ActiveBatteryService",
+        "/CanBridge/SocSource": "com.victronenergy.battery.ttyS5",
     }
     for p, v in si_paths.items():
         si.add_path(p, v)
@@ -136,6 +142,7 @@ def main() -> int:
                  "/Link/vecan0/ErrorFrames": 0, "/Node/1/SdoTimeouts": 0,
                  "/Node/1/SdoAborts": 0,
                  "/Status/Nodes": json.dumps({"1": {"state": "operational", "online": 1,
+                                                    "serial": "SB123456", "sdo_ok": 0,
                                                     "sdo_timeouts": 2, "sdo_aborts": 1}})}.items():
         mgr.add_path(p, v)
     mgr.register()
@@ -145,6 +152,12 @@ def main() -> int:
     def move() -> bool:
         tick["n"] += 1
         t = tick["n"]
+        # dbus-superb's per-node counters: one more successful read every cycle
+        mgr["/Status/Nodes"] = json.dumps({"1": {"state": "operational", "online": 1,
+                                                 "serial": "SB123456", "sdo_ok": t * 12,
+                                                 "sdo_timeouts": 2, "sdo_aborts": 1}})
+        if args.steady:
+            return True
         with bat as s:
             s["/Soc"] = round(80.0 + 5 * math.sin(t / 10), 1)
             s["/Dc/0/Voltage"] = round(13.2 + 0.2 * math.sin(t / 5), 3)

@@ -209,6 +209,8 @@ def test_status_api_shows_batteries_and_sunny_island(authed: tuple[Any, str],
     assert si["ac_in"]["L1"]["V"] == 230.0 and si["energy"]["AcIn1ToAcOut"] == 12.5
     assert si["ladder"] == "normal" and si["charge_phase"] == "absorption"
     assert si["bridge"]["/CanBridge/Ladder"] == "normal"
+    assert si["battery_source"] == "com.victronenergy.battery.superb_aggregate"
+    assert si["soc_source"] == "com.victronenergy.battery.ttyS5"
     hist = wait_until(lambda: len(client.get("/api/history").get_json().get(
         b["service"], {}).get("t", [])) >= 3 and client.get("/api/history").get_json(), 5)
     series = hist[b["service"]]
@@ -240,7 +242,7 @@ def test_diagnostics_lists_every_path(authed: tuple[Any, str], fake_services: An
     assert d["web"]["settings_available"] is True
     (node,) = first["nodes"]  # dbus-superb's per-node table, from /Status/Nodes
     assert node["node"] == "1" and node["sdo_timeouts"] == 2 and node["sdo_aborts"] == 1
-    assert node["serial"] is None
+    assert node["serial"] == "SB123456"  # the fake names its node like its battery
     assert client.get("/diagnostics").status_code == 200
 
 

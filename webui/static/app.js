@@ -68,6 +68,26 @@
       i.addEventListener("change", () => dirty.add(i));
     });
     if (form.querySelector(".invalid")) inputs.forEach((i) => dirty.add(i));
+    // Send only what the user changed: untouched fields are not submitted at all, so saving
+    // one setting never rewrites another (the server checks the shown text too).
+    form.addEventListener("submit", (ev) => {
+      if (ev.submitter && ev.submitter.name === "reset") return;
+      for (const i of inputs) {
+        if (valueOf(i) !== orig.get(i)) continue;
+        form.querySelectorAll('[name="' + CSS.escape(i.name) + '"], [name="' + CSS.escape("orig:" + i.name) + '"]')
+          .forEach((x) => { x.disabled = true; });
+      }
+      // re-enable after the browser has built the request (bfcache / 400 re-render)
+      setTimeout(() => form.querySelectorAll("[disabled]").forEach((x) => { x.disabled = false; }), 0);
+    });
+    const refusalBox = document.getElementById("refusals");
+    const labels = new Map(inputs.map((i) => [i.dataset.key, (form.querySelector('label[for="' + i.id + '"]') || {}).textContent || i.dataset.key]));
+    function showRefusals(list) {
+      const mine = (list || []).filter((r) => labels.has(r.setting));
+      refusalBox.replaceChildren(...mine.map((r) => el("p", {class: "flash warn refusal", role: "alert", "data-setting": r.setting,
+        text: "The driver refused " + labels.get(r.setting) + " = " + r.value + ": " + r.rule + ". " + r.in_force +
+          " is in force (and stored again)" + (r.time ? ", " + new Date(r.time * 1000).toLocaleString() : "") + "."})));
+    }
     const show = (i, v) => {
       if (v === null || v === undefined) return "";
       if (i.type === "number" && typeof v === "number") return v.toFixed(+i.dataset.decimals);
@@ -77,6 +97,7 @@
       const {status, data} = await api("GET", "/api/settings");
       banner.hidden = status !== 503;
       if (status !== 200) return;
+      showRefusals(data.refusals);
       for (const i of inputs) {
         if (dirty.has(i) || document.activeElement === i) continue;
         const v = show(i, data.values[i.dataset.key]);
@@ -158,7 +179,7 @@
         ["Alarms", alarms.length ? alarms.map(([k, v]) => k + ": " + ALARM_TEXT[v]).join(", ") : "none",
           alarms.length ? "alarm" + Math.max(...alarms.map(([, v]) => v)) : ""],
         ["Serial / firmware", (b.serial ?? "---") + " / " + (b.firmware ?? "---")],
-        ["Last update", b.age === null ? "---" : b.age.toFixed(0) + " s ago"],
+        ["Last read by the driver", b.age === null || b.age === undefined ? "---" : b.age.toFixed(0) + " s ago"],
       ]));
   }
 
@@ -177,6 +198,9 @@
       v.ladder !== undefined && v.ladder !== null ? el("p", {class: "ladder"},
         el("span", {class: "badge " + (v.ladder === "normal" ? "on" : "off"), text: "Safety ladder: " + v.ladder}),
         " ", v.charge_phase ? el("span", {class: "badge info", text: "Charge phase: " + v.charge_phase}) : null) : null,
+      v.battery_source !== undefined && v.battery_source !== null ? el("p", {class: "source"},
+        "Battery source: " + (v.battery_source || "none") + (v.battery_source_reason ? " (" + v.battery_source_reason + ")" : "")
+        + " · SoC source: " + (v.soc_source || "none")) : null,
       el("div", {class: "big"},
         el("div", {}, el("b", {text: num(v.ac_in_p, 0, "W")}), el("span", {text: "AC in"})),
         el("div", {}, el("b", {text: num(v.ac_out_p, 0, "W")}), el("span", {text: "AC out"})),
@@ -200,11 +224,33 @@
     const bat = document.getElementById("batteries");
     const veb = document.getElementById("vebus");
     const updated = document.getElementById("updated");
-    poll(async () => { history = (await api("GET", "/api/history")).data || {}; }, 5000);
+    // The hour of history is fetched once, then only what is new (?since=): each poll
+    // carries a sample or two instead of the whole hour.
+    let last = null;
+    poll(async () => {
+      const {status, data} = await api("GET", "/api/history" + (last === null ? "" : "?since=" + last));
+      if (status !== 200) return;
+      for (const [svc, h] of Object.entries(data)) {
+        const cur = history[svc] || (history[svc] = {t: [], soc: [], voltage: [], current: []});
+        for (const k of ["t", "soc", "voltage", "current"]) cur[k].push(...(h[k] || []));
+        const n = h.t.length ? h.t[h.t.length - 1] : null;
+        if (n !== null && (last === null || n > last)) last = n;
+      }
+      const cutoff = (last || 0) - 3600;
+      for (const h of Object.values(history)) {
+        let k = 0;
+        while (k < h.t.length && h.t[k] < cutoff) k++;
+        if (k) for (const key of ["t", "soc", "voltage", "current"]) h[key].splice(0, k);
+      }
+    }, 5000);
     poll(async () => {
       const {status, data} = await api("GET", "/api/status");
       if (status !== 200) return;
       document.getElementById("settings-down").hidden = data.settings_available;
+      const ref = document.getElementById("refusals");
+      ref.replaceChildren(...(data.refusals || []).map((r) => el("p", {class: "flash warn refusal", role: "alert",
+        text: "A driver refused " + r.setting + " = " + r.value + ": " + r.rule + ". " + r.in_force +
+          " is in force" + (r.time ? " (" + new Date(r.time * 1000).toLocaleString() + ")" : "") + "."})));
       bat.replaceChildren(...(data.batteries.length ? data.batteries.map(batteryCard)
         : [el("p", {class: "muted", text: "No battery service on D-Bus."})]));
       veb.replaceChildren(...(data.vebus.length ? data.vebus.map(vebusCard)

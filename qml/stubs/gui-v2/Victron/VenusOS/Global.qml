@@ -6,7 +6,9 @@ QtObject {
 	property SystemSettings systemSettings: SystemSettings {}
 	readonly property int int32Max: 2147483647
 	readonly property int int32Min: -2147483648
-	property var pageManager: null
+	property var pageManager: PageManager {}
+	property var venusPlatform: VenusPlatform {}
+	property var system: null
 	// Stub only: the Python object that backs every VeQuickItem (see tests/qml/stubdata.py).
 	property var _stubBackend: null
 }
