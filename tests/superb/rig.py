@@ -40,6 +40,7 @@ class QuirkyRig:
         assert self.port.wait_open(2)
         self.config = config
         self.history: dict[int, list[NodeReport]] = {}
+        self.arrivals: dict[int, list[float]] = {}  #: monotonic time each report arrived
         self.cond = threading.Condition()
         self.pollers: dict[int, NodePoller] = {}
 
@@ -52,6 +53,7 @@ class QuirkyRig:
     def _got(self, r: NodeReport) -> None:
         with self.cond:
             self.history.setdefault(r.node_id, []).append(r)
+            self.arrivals.setdefault(r.node_id, []).append(time.monotonic())
             self.cond.notify_all()
 
     def last(self, node: int) -> NodeReport:

@@ -6,6 +6,7 @@ Expected values are written by hand from the quirky node's settings (tests/super
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -173,3 +174,25 @@ def test_cycle_that_raises_takes_the_node_offline(rig: MakeRig,
     r.wait("offline", lambda: not r.last(1).online and r.last(1).values == {}, 5)
     monkeypatch.undo()
     r.wait("back", lambda: complete_and_correct(r.last(1)), 10)
+
+
+def test_a_slow_node_does_not_delay_the_others(rig: MakeRig) -> None:
+    """One thread per node: node 1 answers nothing (every read times out), node 3 answers every
+    object 40 ms late; node 2's cycles keep their interval (0.15 s) within one SDO timeout."""
+    slow = node(3, latency=0.04)
+    dead = node(1)
+    r = rig([dead, node(2), slow])
+    r.poll(1, 2, 3)
+    r.wait("node 2 online", lambda: r.last(2).online)
+    with dead.lock:
+        dead.sdo_enabled = False
+    start = r.cycles(2)
+    r.wait("20 cycles of node 2", lambda: r.cycles(2) >= start + 20, 20)
+    with r.cond:
+        reps = r.history[2][start:]
+        times = r.arrivals[2][start:]
+    assert all(complete_and_correct(rep) for rep in reps)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # a cycle starts every interval; its reads take a few ms: one SDO timeout is the margin
+    assert max(gaps) <= CFG.interval + CFG.sdo_timeout, gaps
+    assert not r.last(1).online
