@@ -247,7 +247,8 @@ WATCH: dict[str, tuple[str, str]] = {
     "mgr/Nodes": (MANAGER, "/Status/Nodes"),
     **{f"bat{n}/Connected": (battery_service(n), "/Connected") for n in NODES},
     **{f"bat{n}/Temperature": (battery_service(n), "/Dc/0/Temperature") for n in NODES},
-    **{f"bat{n}/Ccl": (battery_service(n), "/Info/MaxChargeCurrent") for n in NODES},
+    # aggregate mode: a battery's own CCL is on its service's custom path (not a BMS)
+    **{f"bat{n}/Ccl": (battery_service(n), "/CanBridge/MaxChargeCurrent") for n in NODES},
 }
 VEBUS_KEYS = ("/CanBridge/Ladder", "/Alarms/BmsConnectionLost", "/CanBridge/DataAge",
               "/CanBridge/Implausible", "/Ac/Out/P", "/State")

@@ -176,8 +176,9 @@ class System:
         self.sim: Sim | None = None
         self.driver: Proc | None = None
 
-    def start_sim(self, *args: str, name: str = "sim") -> Sim:
-        proc = Proc(python_cmd("sim.superb", "--control-port", "0", *args), self.env, name)
+    def start_sim(self, *args: str, name: str = "sim", module: str = "sim.superb") -> Sim:
+        """Start a battery simulator (``sim.superb``, or ``sim.superb_quirky``)."""
+        proc = Proc(python_cmd(module, "--control-port", "0", *args), self.env, name)
         self.procs.append(proc)
         sim = Sim(proc)
         if self.sim is None:
