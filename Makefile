@@ -8,8 +8,10 @@ STAMP  := $(VENV)/.installed
 DURATION ?= 0
 BENCH_DURATION ?= 600
 ARTIFACTS ?= artifacts
+PYTEST_WORKERS ?= 4
+PYTEST := $(VENV)/bin/pytest -q
 
-.PHONY: all deps system venv test lint typecheck pytest demo bench soak dist qml clean
+.PHONY: all deps system venv test lint typecheck pytest pytest-main pytest-web pytest-soak demo bench soak dist qml clean
 
 all: test
 
@@ -32,12 +34,29 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy driver
 
-# The web tests run their D-Bus thread on GLib's default main context, which the in-process
-# velib and QML tests also use: they get a pytest process of their own.
+# Three pytest processes at once (most of the tests' time is spent waiting for simulated
+# devices, timeouts and the safety ladder, not computing):
+# * pytest-main: every test but the web tests and the short soak, over PYTEST_WORKERS worker
+#   processes (pytest-xdist; tests/conftest.py says which tests share a worker and what starts
+#   first);
+# * pytest-web: the web tests, in a process of their own: they run their D-Bus thread on GLib's
+#   default main context, which the in-process velib and QML tests also use;
+# * pytest-soak: the short soak (the full system with seeded random faults; `make soak` is the
+#   long one).
+# Each one's output is printed in one piece when it ends. make fails when any of them fails:
+# every non-zero exit status counts, pytest's 5 ("no tests collected") included.
 pytest: $(STAMP)
 	mkdir -p $(ARTIFACTS)
-	$(VENV)/bin/pytest -q --ignore=tests/web
-	$(VENV)/bin/pytest -q tests/web
+	$(MAKE) --no-print-directory -j3 --output-sync=target pytest-main pytest-web pytest-soak
+
+pytest-main: $(STAMP)
+	$(PYTEST) -n $(PYTEST_WORKERS) --ignore=tests/web --ignore=tests/test_soak.py
+
+pytest-web: $(STAMP)
+	$(PYTEST) tests/web
+
+pytest-soak: $(STAMP)
+	$(PYTEST) tests/test_soak.py
 
 test: lint typecheck pytest
 
