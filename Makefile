@@ -43,8 +43,11 @@ typecheck: $(STAMP)
 #   default main context, which the in-process velib and QML tests also use;
 # * pytest-soak: the short soak (the full system with seeded random faults; `make soak` is the
 #   long one).
-# Each one's output is printed in one piece when it ends. make fails when any of them fails:
-# every non-zero exit status counts, pytest's 5 ("no tests collected") included.
+# The web tests and the soak run at a lower CPU priority (nice): they have no tight timing, while
+# the fault matrix and the process tests in pytest-main check real-time properties of the system
+# (no BMS frame gap over 2 s, ladder steps within 1.5 s) that the other tests' load must not
+# disturb. Each one's output is printed in one piece when it ends. make fails when any of them
+# fails: every non-zero exit status counts, pytest's 5 ("no tests collected") included.
 pytest: $(STAMP)
 	mkdir -p $(ARTIFACTS)
 	$(MAKE) --no-print-directory -j3 --output-sync=target pytest-main pytest-web pytest-soak
@@ -53,10 +56,10 @@ pytest-main: $(STAMP)
 	$(PYTEST) -n $(PYTEST_WORKERS) --ignore=tests/web --ignore=tests/test_soak.py
 
 pytest-web: $(STAMP)
-	$(PYTEST) tests/web
+	nice -n 10 $(PYTEST) tests/web
 
 pytest-soak: $(STAMP)
-	$(PYTEST) tests/test_soak.py
+	nice -n 10 $(PYTEST) tests/test_soak.py
 
 test: lint typecheck pytest
 
