@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.faults.conftest import Matrix
@@ -54,6 +55,21 @@ def first_frame(system: FaultSystem, fid: int, pred: Any, since: float,
         if time.monotonic() > deadline:
             raise AssertionError(f"no matching 0x{fid:03X} within {timeout} s")
         time.sleep(0.05)
+
+
+def rewritten(path: Path, timeout: float) -> float:
+    """Wait until ``path`` is written again (dbus-sma replaces it atomically): the time seen."""
+    def stamp() -> tuple[int, int]:
+        st = path.stat()
+        return st.st_ino, st.st_mtime_ns
+
+    before = stamp()
+    deadline = time.monotonic() + timeout
+    while stamp() == before:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} not written again within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic()
 
 
 def never(system: FaultSystem, key: str, pred: Any, since: float) -> list[tuple[float, Any]]:
@@ -355,7 +371,7 @@ def test_driver_sigkill(steady: FaultSystem, matrix: Matrix) -> None:
     # dbus-sma: the BMS frames stop until supervise has started it again
     sup = s.supervised["dbus-sma"]
     state = s.state_dir / "sma_energy.json"
-    time.sleep(PERSIST_S + 1)  # at least one persist since the last restart
+    rewritten(state, PERSIST_S + 5)  # a persist has just happened
     e_10s = s.energy()
     time.sleep(PERSIST_S / 2)
     e_kill = s.energy()
