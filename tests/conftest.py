@@ -19,8 +19,8 @@ the work is handed out (:func:`pytest_collection_modifyitems`).
 Every fixture is safe with several workers: dbus-daemons listen on unix sockets in a fresh
 ``mkdtemp`` directory, the CAN hub and web servers bind port 0, ``CANBRIDGE_CANLINK`` and
 ``DBUS_SESSION_BUS_ADDRESS`` are set in the worker's own environment (a process of its own) and
-restored after the test, artifacts are written under per-fault names by one worker only (the
-fault matrix is one module).
+restored after the test; the fault matrix (one module: one worker, or in ``make test`` a pytest
+process of its own) is the only writer of its artifacts.
 """
 
 from __future__ import annotations
