@@ -48,7 +48,7 @@ SPREAD = (
 )
 
 #: the longest work units, handed out first (seconds measured serially on a quiet 2-core
-#: machine: short soak ~160, fault matrix ~145, the 60 s Sunny Island timeout test ~75)
+#: machine: short soak ~160, fault matrix ~130, the 60 s Sunny Island timeout test ~75)
 FIRST = (
     "tests/test_soak.py",
     "tests/faults/test_matrix.py",
