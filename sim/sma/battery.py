@@ -8,7 +8,7 @@ edge like the drivers do.
 
 With ``--system`` it publishes ``com.victronenergy.system`` instead, as Venus's systemcalc
 does: ``/ActiveBatteryService`` (``class/instance``, e.g. ``com.victronenergy.battery/512`` or,
-without a battery monitor, the vebus ``com.victronenergy.vebus/261``) and the battery under
+without a battery monitor, the vebus ``com.victronenergy.vebus/<its instance>``) and the battery under
 ``/Dc/Battery/*``.
 """
 

@@ -600,6 +600,13 @@ class FaultSystem:
         assert self.monitor is not None
         return {e: self.monitor.latest(f"energy/{e}") for e in ENERGY}
 
+    def energy_sample(self) -> tuple[float, dict[str, float]]:
+        """The energy counters of the latest D-Bus sample, with the time it was taken."""
+        assert self.monitor is not None
+        with self.monitor.lock:
+            t, values = next((t, v) for t, v in reversed(self.monitor.samples) if v)
+        return t, {e: values.get(f"energy/{e}") for e in ENERGY}
+
     def energy_drops(self, since: float, until: float | None = None
                      ) -> list[tuple[str, float, float]]:
         """Counters that went down on D-Bus in the window: (flow, before, after)."""

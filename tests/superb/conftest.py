@@ -20,7 +20,7 @@ import pytest
 
 from driver.schema import load_schema
 from tests.fixtures.canlink import CanLink
-from tests.fixtures.procs import Proc, python_cmd
+from tests.fixtures.procs import Proc, python_cmd, stop_all
 from tests.fixtures.venus import DbusDaemon, SettingsService, real_localsettings
 
 BUSITEM = "com.victronenergy.BusItem"
@@ -216,8 +216,7 @@ def superb(dbus_daemon: DbusDaemon, canlink: CanLink, procs: list[Proc],
     try:
         yield system
     finally:
-        for p in reversed(procs):
-            p.stop()
+        stop_all(procs)
         procs.clear()
         system.client.close()
         svc.stop()
