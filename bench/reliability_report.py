@@ -18,6 +18,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "artifacts" / "faults" / "results.json"
 OUT = ROOT / "docs" / "RELIABILITY.md"
+#: the SuperB read-fault section, written by ``python -m bench.superb_faults --markdown``
+SUPERB_SECTION = ROOT / "bench" / "superb_faults.md"
 
 #: the matrix rows, in the issue's order: (results key, short name)
 ROWS = [
@@ -230,6 +232,8 @@ def render(data: dict[str, Any]) -> str:
 
     if sma := section():
         out.append(sma)
+    if SUPERB_SECTION.exists():
+        out.append(SUPERB_SECTION.read_text())
     out.append(LIMITS)
     return "\n".join(out)
 

@@ -1,8 +1,8 @@
-"""Benchmark: CPU and resident memory of ``dbus-superb`` with 3 batteries at a 1 s poll interval.
+"""Benchmark: CPU and resident memory of ``dbus-superb`` with N batteries at a 1 s poll interval.
 
-    .venv/bin/python -m bench.superb_resources [--duration 600] [--sample 10]
+    .venv/bin/python -m bench.superb_resources [--batteries 3] [--duration 600] [--sample 10]
 
-Starts the simulated system (bench/superb_system.py), waits until all three batteries are on
+Starts the simulated system (bench/superb_system.py), waits until all batteries are on
 D-Bus, then samples the driver process with psutil every ``--sample`` seconds: CPU (percent of
 one core over the interval) and RSS. Targets: CPU <= 2 % of one core, RSS <= 40 MB, flat (the
 last sample's RSS within 2 MB of the first after warm-up).
@@ -24,11 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=600.0, help="seconds to measure")
     ap.add_argument("--sample", type=float, default=10.0, help="seconds per sample")
+    ap.add_argument("--batteries", type=int, default=3, help="simulated batteries (node 1-N)")
     ap.add_argument("--json", help="write the samples here too")
     args = ap.parse_args(argv)
-    system = SuperbSystem({"NodeIds": "1,2,3", "PollInterval": 1.0}, ["--nodes", "1,2,3"])
+    nodes = list(range(1, args.batteries + 1))
+    ids = ",".join(map(str, nodes))
+    system = SuperbSystem({"NodeIds": ids, "PollInterval": 1.0}, ["--nodes", ids])
     try:
-        system.wait_connected([1, 2, 3])
+        system.wait_connected(nodes)
         proc = psutil.Process(system.driver.proc.pid)
         time.sleep(min(10.0, args.sample))  # warm-up
         proc.cpu_percent(None)
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                             "rss_mb": round(proc.memory_info().rss / 2**20, 2)})
             print(f"{samples[-1]['t']:7.1f} s  cpu {samples[-1]['cpu']:5.2f} %  "
                   f"rss {samples[-1]['rss_mb']:6.2f} MB", flush=True)
-        assert system.client.value("com.victronenergy.canbridge.superb", "/Status/Online") == 3
+        online = system.client.value("com.victronenergy.canbridge.superb", "/Status/Online")
+        assert online == len(nodes), f"{online} of {len(nodes)} batteries online at the end"
     finally:
         system.close()
     cpu = statistics.mean(s["cpu"] for s in samples)

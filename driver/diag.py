@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driver import __version__
+from driver import __version__, canports
 
 log = logging.getLogger("canbridge.diag")
 
@@ -266,10 +266,16 @@ def configured_interfaces(settings: Mapping[str, Any]) -> list[tuple[str, int | 
     out: list[tuple[str, int | None]] = []
     for iface_key, rate_key in CAN_SETTINGS:
         value = settings.get(iface_key)
-        if isinstance(value, str) and value.strip() and value.strip() not in [
-                i for i, _ in out]:
+        if not isinstance(value, str) or not value.strip():
+            continue
+        role = canports.ROLE_SUPERB if iface_key.startswith("Superb/") else canports.ROLE_SMA
+        try:  # "auto" and friends: the port the driver itself opens (docs/install.md)
+            iface = canports.resolve(value.strip(), role)
+        except canports.CanPortError:
+            iface = value.strip()  # the capture reports the error for this bus
+        if iface not in [i for i, _ in out]:
             rate = settings.get(rate_key)
-            out.append((value.strip(), rate if isinstance(rate, int) else None))
+            out.append((iface, rate if isinstance(rate, int) else None))
     return out
 
 

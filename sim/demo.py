@@ -36,7 +36,7 @@ PLATFORM = ("dbus-daemon", "canlink-hub", "settings")
 
 #: Settings the demo starts with (simulated 48 V packs feeding a 48 V Sunny Island).
 DEMO_SETTINGS: dict[str, object] = {
-    "/Settings/CanBridge/Superb/NodeIds": "1,2,3",
+    "/Settings/CanBridge/Superb/NodeIds": "1,2,3,4",
     "/Settings/CanBridge/Superb/Mode": 1,
     "/Settings/CanBridge/Superb/ChargeVoltage": 56.8,
     "/Settings/CanBridge/Superb/BatteryLowVoltage": 46.0,
@@ -241,7 +241,12 @@ def start_system(demo: Demo, web_port: int, replay: Path | None = None) -> None:
     components: list[tuple[str, str, list[str]]] = [
         # the SuperB packs are the Sunny Island's battery: they carry its current
         ("sim-superb", "sim.superb", ["--nodes", "1,2,3", "--channel", "vecan0",
-                                      "--nominal-voltage", "51.2", "--follow-si", "can1"]),
+                                      "--nominal-voltage", "51.2", "--follow-si", "can1",
+                                      "--si-batteries", "4"]),
+        # node 4: a quirky embedded stack (stale and late answers, jitter; sim/superb_quirky.py)
+        ("sim-superb-quirky", "sim.superb_quirky", [
+            "--nodes", "4", "--channel", "vecan0", "--nominal-voltage", "51.2", "--moving",
+            "--follow-si", "can1", "--si-batteries", "4"]),
         ("sim-sma", "sim.sma", ["--channel", "can1"]),
         ("dbus-superb", "driver.superb.main", []),
         ("dbus-sma", "driver.sma.main", ["--state-dir", str(state)]),

@@ -127,7 +127,7 @@ class Battery:
             "soc": 60.0 + 10 * math.sin(phase), "temperature": 21.0, "errors": 0,
             "warnings": 0, "max_discharge_current": 150.0, "max_charge_current": 100.0,
             "ah_expended": 12.5, "ah_returned": 30.0, "ah_since_equalization": 40.0,
-            "cycles_or_ah": 17, "cycles": 17, "charge_current_request": 50.0,
+            "cycles_6050": 17, "cycles": 17, "charge_current_request": 50.0,
             "cell_voltage_min": 3.29, "cell_voltage_max": 3.31,
             "cell_temperature_min": 20.5, "cell_temperature_max": 21.5, "awake": 1,
             "vendor": objs.SUPERB_VENDOR_ID, "product": 0x0E12,
@@ -425,8 +425,10 @@ class SiFollower:
     """
 
     def __init__(self, batteries: list[Battery], stale: float = 5.0,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Any = time.monotonic, total: int = 0) -> None:
         self.batteries = batteries
+        #: batteries the current is shared over (also those of other simulator processes)
+        self.total = total or len(batteries)
         self.stale = stale
         self._clock = clock
         self._last = 0.0
@@ -444,7 +446,7 @@ class SiFollower:
         if current is None:
             return
         self._last = self._clock()
-        share = float(current) / max(1, len(self.batteries))
+        share = float(current) / max(1, self.total)
         for b in self.batteries:
             with b.lock:
                 b.external_current = round(share, 3)
@@ -490,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", action="store_true", help="start with frozen values")
     ap.add_argument("--follow-si", metavar="CHANNEL", default="",
                     help="carry the Sunny Island's battery current (0x305 on CHANNEL, 500 kbit/s)")
+    ap.add_argument("--si-batteries", type=int, default=0,
+                    help="batteries sharing that current, other simulators' included (0: ours)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -516,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
              args.channel)
     follower = None
     if args.follow_si:
-        follower = SiFollower(batteries)
+        follower = SiFollower(batteries, total=args.si_batteries)
         si_bus = open_bus(args.follow_si, 500000)
         si_notifier = can.Notifier(si_bus, [follower.on_message], timeout=0.2)
         log.info("batteries carry the Sunny Island's current (0x305 on %s)", args.follow_si)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -13,10 +14,17 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (tests run in parallel: no fixed port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_demo_runs_for_a_duration_and_leaves_no_process(tmp_path):
     t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "sim.demo", "--duration", "20", "--web-port", "18091"],
+        [sys.executable, "-m", "sim.demo", "--duration", "20", "--web-port", str(free_port())],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     elapsed = time.monotonic() - t0

@@ -175,7 +175,7 @@ def refusals(services: list[dict[str, Any]], now: float,
 
 NODE_COLUMNS = ("state", "online", "serial", "firmware", "heartbeat_age", "frames", "sdo_ok",
                 "sdo_timeouts", "sdo_aborts", "bad_responses", "bus_errors", "reboots",
-                "last_error")
+                "sdo_discarded", "sdo_malformed", "retries", "ccl", "last_error")
 
 
 def _nodes_table(values: dict[str, Any]) -> list[dict[str, Any]]:

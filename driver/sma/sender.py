@@ -228,6 +228,15 @@ class BmsSender:
                         next_t = now + self.interval
             self._wake.wait(max(0.0, next_t - time.monotonic()))
             self._wake.clear()
+        if not self._final:
+            # Leaving the Sunny Island running (e.g. exiting for the supervisor after a D-Bus
+            # daemon restart): one last frame set right before the link closes, so the pause
+            # the Sunny Island sees is the restart time only, not also what was left of the
+            # send interval.
+            try:
+                self._tick(time.monotonic(), False)
+            except Exception:  # exiting anyway; the restarted process sends again
+                log.exception("last BMS frame set before exit failed")
         for msg in self._final:
             try:
                 self.link.send(msg)

@@ -4,8 +4,9 @@ Pure functions and small classes (no D-Bus, no CAN): :func:`battery_values` turn
 :class:`~driver.superb.poller.NodeReport` into ``{D-Bus path: value}`` for a
 ``com.victronenergy.battery`` service; :class:`Aggregator` combines several batteries into one
 virtual battery by the rules of PROTOCOLS.md §4. ``None`` is invalid everywhere; unknown is never
-published as 0. Limits are fail-safe: a battery whose temperature is unknown gets no charge
-current, an offline battery no current in either direction.
+published as 0. Limits follow the shared safety policy (:mod:`driver.safety`): a battery whose
+temperature, charge limit or error bits are unknown or too old gets no charge current, one whose
+discharge limit is unknown no discharge current, an offline battery no current at all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from driver import safety
 from driver.superb import objects as objs
 from driver.superb.poller import NodeReport
 
@@ -41,6 +43,9 @@ class Limits:
     installed_capacity: float = 0.0  #: per battery; 0 = what the battery reports
     soc_hold_time: float = 300.0
     limit_ramp_rate: float = 10.0  #: A/s at which the aggregate's limits may rise
+    #: age (s) beyond which a safety-relevant value counts as unknown (poll interval + the
+    #: ValueMaxAge setting; set by the driver)
+    value_max_age: float = math.inf
 
 
 ALARM_PATHS = (
@@ -64,6 +69,12 @@ DATA_PATHS = (
     *ALARM_PATHS,
 )
 CVL_PATH = "/Info/MaxChargeVoltage"
+#: what makes a service a BMS for DVCC: only the one BMS publishes these
+BMS_LIMIT_PATHS = (CVL_PATH, "/Info/MaxChargeCurrent", "/Info/MaxDischargeCurrent")
+#: a battery's own limits on its service when the aggregate is the BMS (custom paths that
+#: systemcalc does not read; for the user, MQTT and the tests)
+OWN_LIMIT_PATHS = {"/Info/MaxChargeCurrent": "/CanBridge/MaxChargeCurrent",
+                   "/Info/MaxDischargeCurrent": "/CanBridge/MaxDischargeCurrent"}
 
 AGGREGATE_PATHS = (
     "/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc",
@@ -110,10 +121,11 @@ def _bits(errors: int | None, warnings: int | None) -> dict[str, int | None]:
 
 
 def installed_capacity(report: NodeReport, limits: Limits) -> float | None:
+    """The setting when set, else what the battery reports (finite, > 0), else None."""
     if limits.installed_capacity > 0:
         return limits.installed_capacity
-    cap = report.identity.get("capacity")
-    return float(cap) if cap is not None else None
+    cap = safety.parse_number(report.identity.get("capacity"), safety.CAPACITY)
+    return cap if cap is not None and cap > 0 else None
 
 
 @dataclass(frozen=True)
@@ -125,59 +137,116 @@ class ChargeLimits:
     reasons: tuple[str, ...]
 
 
-def charge_limits(report: NodeReport, limits: Limits) -> ChargeLimits:
-    """CCL/DCL of one battery: the settings, lowered by what the battery reports, derated
-    near freezing, 0 in a direction the battery or its temperature forbids."""
-    v = report.values
-    reasons: list[str] = []
+#: the values that must be known and fresh for charging (besides the temperatures)
+REQUIRED_FOR_CHARGE = {"max_charge_current": "battery's charge limit (5021:02)",
+                       "errors": "error bits (2004:00)"}
+#: temperature objects: the pack's and the lowest/highest cell temperature (2023:01/02)
+TEMPERATURE_KEYS = ("temperature", "cell_temperature_min", "cell_temperature_max")
+
+
+#: physical ranges of the report values (anything else is invalid before any arithmetic)
+_RANGES: dict[str, safety.Range] = {
+    "voltage": safety.VOLTAGE, "current": safety.CURRENT, "soc": safety.PERCENT,
+    "temperature": safety.TEMPERATURE, "cell_temperature_min": safety.TEMPERATURE,
+    "cell_temperature_max": safety.TEMPERATURE, "max_charge_current": safety.LIMIT_CURRENT,
+    "max_discharge_current": safety.LIMIT_CURRENT, "cell_voltage_min": (0.0, 10.0),
+    "cell_voltage_max": (0.0, 10.0), "ah_expended": safety.CAPACITY,
+    "ah_returned": safety.CAPACITY, "ah_since_equalization": safety.CAPACITY,
+    "total_ah_charged": (0.0, 1e9)}
+#: bitfields and counters: non-negative integers
+_INTEGERS = ("errors", "warnings", "cycles", "cycles_6050", "awake")
+
+
+def clean_values(report: NodeReport) -> dict[str, Any]:
+    """The report's values parsed once more at this edge (the poller hands over whatever it
+    decoded): numbers finite and in their physical range, bitfields and counters non-negative
+    integers; anything else ``None``."""
+    out: dict[str, Any] = {}
+    for key, raw in report.values.items():
+        if key in _INTEGERS:
+            ok = isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**32
+            out[key] = int(raw) if ok else None
+        else:
+            out[key] = safety.parse_number(raw, _RANGES.get(key, safety.ANY))
+    return out
+
+
+def _reading(report: NodeReport, values: dict[str, Any], key: str) -> safety.Reading[float]:
+    """A cleaned value as a :class:`~driver.safety.Reading` with the time it was read."""
+    v = values.get(key)
+    return safety.Reading(None if v is None else float(v), report.stamps.get(key, -math.inf))
+
+
+def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) -> ChargeLimits:
+    """CCL/DCL of one battery, by the shared safety policy (:mod:`driver.safety`).
+
+    Charging needs the battery's own charge limit and error bits known and fresh
+    (``limits.value_max_age``), every temperature the battery has (pack, lowest and highest cell)
+    known and fresh, the lowest above ``MinChargeTemperature`` (derated up to
+    ``ChargeDerateTemperature``), the highest at most ``MaxChargeTemperature``, and no error bit
+    that forbids it. CCL = min(setting, 5021:02) × that factor. DCL = min(setting, 5021:01); 0
+    with 5021:01 unknown (fail closed), above ``MaxDischargeTemperature`` (highest) or with an
+    error bit that forbids it. ``now`` None: the report's values count as fresh (no clock).
+    Offline: 0 and 0.
+    """
     if not report.online:
         return ChargeLimits(0.0, 0.0, False, False, ("offline",))
-    temp = v.get("temperature")
-    errors = v.get("errors")
-    ccl = limits.max_charge_current
-    dcl = limits.max_discharge_current
-    if v.get("max_charge_current") is not None:
-        ccl = min(ccl, float(v["max_charge_current"]))
-    if v.get("max_discharge_current") is not None:
-        dcl = min(dcl, float(v["max_discharge_current"]))
-    allow_c = allow_d = True
-    if temp is None:
-        allow_c = False
-        reasons.append("temperature unknown: no charging")
-    else:
-        if temp <= limits.min_charge_temperature:
-            allow_c = False
-            reasons.append(f"{temp:.1f} °C: too cold to charge")
-        elif temp > limits.max_charge_temperature:
-            allow_c = False
-            reasons.append(f"{temp:.1f} °C: too hot to charge")
-        elif temp < limits.charge_derate_temperature:
-            span = limits.charge_derate_temperature - limits.min_charge_temperature
-            ccl *= max(0.0, min(1.0, (temp - limits.min_charge_temperature) / span))
-        if temp > limits.max_discharge_temperature:
-            allow_d = False
-            reasons.append(f"{temp:.1f} °C: too hot to discharge")
-    if errors is not None and errors & objs.BLOCKS_CHARGE:
-        allow_c = False
-        reasons.append(f"error bits 0x{errors:04X} forbid charging")
-    if errors is not None and errors & objs.BLOCKS_DISCHARGE:
+    t = 0.0 if now is None else now
+    max_age = math.inf if now is None else limits.value_max_age
+    policy = safety.TemperaturePolicy(
+        min_charge=limits.min_charge_temperature, derate_to=limits.charge_derate_temperature,
+        max_charge=limits.max_charge_temperature,
+        max_discharge=limits.max_discharge_temperature)
+    # A temperature object the battery does not have (it answered "does not exist") is not
+    # unknown, just absent; one it has but that is invalid or too old is unknown.
+    values = clean_values(report)
+    temps = [_reading(report, values, k) for k in TEMPERATURE_KEYS if k not in report.missing]
+    if now is None:
+        temps = [safety.Reading(r.value, t) for r in temps]
+    error_bits = values.get("errors")
+    blocks = {} if error_bits is None else {
+        f"error bits 0x{error_bits:04X} forbid charging": bool(error_bits & objs.BLOCKS_CHARGE)}
+    required = {name: _reading(report, values, key)
+                for key, name in REQUIRED_FOR_CHARGE.items()}
+    if now is None:
+        required = {n: safety.Reading(r.value, t) for n, r in required.items()}
+    verdict = safety.charge_verdict(now=t, max_age=max_age, policy=policy, temperatures=temps,
+                                    required=required, blocks=blocks)
+    reasons = list(verdict.reasons)
+    ccl_cap = safety.min_valid(limits.max_charge_current,
+                               required["battery's charge limit (5021:02)"].usable(t, max_age))
+    ccl = safety.charge_limit(ccl_cap, verdict)
+    allow_c = ccl > 0
+    # Discharge: the battery's own limit must be known (fail closed), over-temperature by the
+    # highest temperature known, the battery's own error bits.
+    own_dcl = _reading(report, values, "max_discharge_current").usable(t, max_age)
+    allow_d = True
+    if own_dcl is None:
         allow_d = False
-        reasons.append(f"error bits 0x{errors:04X} forbid discharging")
-    if ccl <= 0:
-        allow_c = False
+        reasons.append("battery's discharge limit (5021:01) unknown: no discharging")
+    if not safety.discharge_allowed(verdict.highest, policy):
+        allow_d = False
+        reasons.append(f"{verdict.highest:g} °C: too hot to discharge")
+    if error_bits is not None and error_bits & objs.BLOCKS_DISCHARGE:
+        allow_d = False
+        reasons.append(f"error bits 0x{error_bits:04X} forbid discharging")
+    dcl = min(limits.max_discharge_current, own_dcl) if own_dcl is not None else 0.0
     if dcl <= 0:
         allow_d = False
     return ChargeLimits(round(ccl, 1) if allow_c else 0.0, round(dcl, 1) if allow_d else 0.0,
                         allow_c, allow_d, tuple(reasons))
 
 
-def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True) -> dict[str, Any]:
-    """``{path: value}`` for the service of one battery (every path of :data:`DATA_PATHS`)."""
+def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True,
+                   now: float | None = None, lim: ChargeLimits | None = None) -> dict[str, Any]:
+    """``{path: value}`` for the service of one battery (every path of :data:`DATA_PATHS`);
+    ``lim``: :func:`charge_limits` of the same report, limits and ``now`` if already known."""
     out: dict[str, Any] = dict.fromkeys(DATA_PATHS)
     if with_cvl:
         out[CVL_PATH] = limits.charge_voltage
     out["/Info/BatteryLowVoltage"] = limits.battery_low_voltage
-    lim = charge_limits(report, limits)
+    if lim is None:
+        lim = charge_limits(report, limits, now)
     out["/Info/MaxChargeCurrent"] = lim.ccl
     out["/Info/MaxDischargeCurrent"] = lim.dcl
     out["/Io/AllowToCharge"] = int(lim.allow_charge)
@@ -185,7 +254,7 @@ def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True) ->
     if not report.online:
         out["/Alarms/BmsCable"] = 2
         return out
-    v = report.values
+    v = clean_values(report)
     volt, cur, soc, temp = v.get("voltage"), v.get("current"), v.get("soc"), v.get("temperature")
     out["/Dc/0/Voltage"] = _round(volt, 3)
     out["/Dc/0/Current"] = _round(cur, 3)
@@ -207,15 +276,14 @@ def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True) ->
     out["/System/MinCellTemperature"] = _round(v.get("cell_temperature_min"), 1)
     out["/System/MaxCellTemperature"] = _round(v.get("cell_temperature_max"), 1)
     out["/System/NrOfCellsPerBattery"] = report.identity.get("cells")
-    # Charge cycles: 2014:00 when the battery has it; else 6050:00 when it answers 2 bytes
-    # (seed firmware: a U16 cycle counter). 4 bytes is CiA 418's cumulative Ah charged (1/8 Ah).
-    c6050, size6050 = v.get("cycles_or_ah"), report.sizes.get("cycles_or_ah")
+    # Charge cycles: 2014:00 when the battery has it, else 6050:00. What 6050 means comes from
+    # the object table (by firmware), never from the length of the answer (docs/superb.md).
     if v.get("cycles") is not None:
         out["/History/ChargeCycles"] = int(v["cycles"])
-    elif c6050 is not None and size6050 == 2:
-        out["/History/ChargeCycles"] = int(c6050)
-    if c6050 is not None and size6050 == 4:
-        out["/History/TotalAhCharged"] = round(c6050 / 8.0, 1)
+    elif v.get("cycles_6050") is not None:
+        out["/History/ChargeCycles"] = int(v["cycles_6050"])
+    if v.get("total_ah_charged") is not None:
+        out["/History/TotalAhCharged"] = _round(v["total_ah_charged"], 1)
     out["/History/AhReturnedLastCharge"] = _round(v.get("ah_returned"), 1)
     out["/History/AhSinceEqualization"] = _round(v.get("ah_since_equalization"), 1)
     # Alarms: the battery's own bits, and thresholds from the settings.

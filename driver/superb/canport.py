@@ -20,6 +20,8 @@ import can
 import canopen
 from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 
+from driver.superb.sdo import NO_RESPONSE, SdoDiag, SdoNode
+
 log = logging.getLogger("canbridge.superb.can")
 
 BusFactory = Callable[[str, int], can.BusABC]
@@ -114,7 +116,8 @@ class CanPort:
         self._lock = threading.Lock()
         self._node_locks: dict[int, threading.Lock] = {}
         self._network: canopen.Network | None = None
-        self._remotes: dict[int, canopen.RemoteNode] = {}
+        self._remotes: dict[int, SdoNode] = {}
+        self._diag: dict[int, SdoDiag] = {}
         self._subs: list[_Sub] = []
         self._seen: dict[int, NodeSeen] = {}
         self._hb_callbacks: dict[int, list[Callable[[int, int], None]]] = {}
@@ -286,7 +289,16 @@ class CanPort:
                 lock = self._node_locks[node_id] = threading.Lock()
             return lock
 
-    def _remote(self, node_id: int) -> canopen.RemoteNode:
+    def sdo_diag(self, node_id: int) -> SdoDiag:
+        """The counts of answers discarded for ``node_id`` (kept across reopens)."""
+        with self._lock:
+            diag = self._diag.get(node_id)
+            if diag is None:
+                diag = self._diag[node_id] = SdoDiag()
+            return diag
+
+    def _remote(self, node_id: int) -> SdoNode:
+        diag = self.sdo_diag(node_id)
         with self._lock:
             if self._network is None:
                 raise BusDown(f"{self.interface} is not open")
@@ -294,7 +306,7 @@ class CanPort:
             if node is None:
                 # An empty object dictionary: the client must not truncate or reinterpret a
                 # response; the object table decides what a response means.
-                node = canopen.RemoteNode(node_id, canopen.ObjectDictionary())
+                node = SdoNode(node_id, diag)
                 node.sdo.MAX_RETRIES = 1
                 self._network.add_node(node)
                 self._remotes[node_id] = node
@@ -311,20 +323,27 @@ class CanPort:
                     pass
 
     def upload(self, node_id: int, index: int, subindex: int, timeout: float) -> bytes:
+        """Read one object by SDO upload (the data only); see :meth:`read`."""
+        return self.read(node_id, index, subindex, timeout)[0]
+
+    def read(self, node_id: int, index: int, subindex: int,
+             timeout: float) -> tuple[bytes, bool]:
         """Read one object by SDO upload; one transaction per node at a time.
 
-        Raises :class:`SdoAbort`, :class:`SdoTimeout`, :class:`BadResponse` or
-        :class:`BusDown`.
+        Returns the data and whether the node indicated its size. Raises :class:`SdoAbort`,
+        :class:`SdoTimeout`, :class:`BadResponse` or :class:`BusDown` — and nothing else: any
+        other exception raised while reading (canopen's ``struct.error`` on a malformed frame,
+        a bug) is a :class:`BadResponse`, a failed read like the others.
         """
         with self.node_lock(node_id):
             node = self._remote(node_id)
             node.sdo.RESPONSE_TIMEOUT = timeout
             try:
-                return bytes(node.sdo.upload(index, subindex))
+                return node.sdo.upload_sized(index, subindex)  # type: ignore[no-any-return]
             except SdoAbortedError as exc:
                 raise SdoAbort(int(exc.code)) from None
             except SdoCommunicationError as exc:
-                if "No SDO response" in str(exc):
+                if NO_RESPONSE in str(exc):
                     raise SdoTimeout(str(exc)) from None
                 raise BadResponse(str(exc)) from None
             except (can.CanError, OSError) as exc:
@@ -336,3 +355,7 @@ class CanPort:
                 raise BusDown(f"send failed: {exc}") from None
             except RuntimeError as exc:  # "Not connected to CAN bus" during a reopen
                 raise BusDown(str(exc)) from None
+            except PortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - malformed answer or a bug: a failed read
+                raise BadResponse(f"{type(exc).__name__}: {exc}") from None

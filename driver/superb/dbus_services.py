@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from driver import __version__
+from driver.venus.mainloop import guarded
 from driver.venus.service import PRODUCT_ID_BMS, create_service, remove_service
 
 log = logging.getLogger("canbridge.superb")
@@ -42,6 +43,9 @@ _UNITS = {"/Dc/0/Voltage": ("V", 2), "/Dc/0/Current": ("A", 1), "/Dc/0/Power": (
 BATTERY_DEFAULT_INSTANCE = 40
 
 
+_UNSET = object()
+
+
 def _text(path: str, value: Any) -> str:
     unit = _UNITS.get(path)
     if unit is None or not isinstance(value, int | float):
@@ -60,17 +64,20 @@ class BatteryService:
         self.name = f"com.victronenergy.battery.{suffix}"
         instance = app.settings.device_instance(uid, "battery", BATTERY_DEFAULT_INSTANCE)
         self._name_setting = f"/Settings/Devices/{uid}/CustomName"
-        custom = app.settings.add(self._name_setting, "", 0, 0, self._name_changed)
+        custom = app.settings.add(self._name_setting, "", 0, 0,
+                                  guarded(self._name_changed, "custom name changed"))
         svc = create_service(app.velib, self.name, processname=PROCESS,
                              processversion=__version__, connection=connection,
                              deviceinstance=instance, productid=PRODUCT_ID_BMS,
                              productname=productname, firmwareversion=firmware, connected=0)
         svc.add_path("/CustomName", custom or "", writeable=True,
-                     onchangecallback=self._custom_name_written)
+                     onchangecallback=guarded(self._custom_name_written, "custom name written"))
         svc.add_path("/Serial", serial)
         for path, value in (extra or {}).items():
             svc.add_path(path, value)
         self.paths = tuple(paths)
+        self._pathset = frozenset(self.paths)
+        self._last: dict[str, Any] = {}
         self.is_aggregate = "/System/NrOfBatteries" in self.paths
         for path in self.paths:
             svc.add_path(path, None, gettextcallback=_text)
@@ -95,13 +102,20 @@ class BatteryService:
             self.svc["/CustomName"] = new or ""
 
     def update(self, values: Mapping[str, Any], connected: bool) -> None:
-        """Publish new values (one ItemsChanged); paths not in ``values`` are left alone."""
-        merged = {path: value for path, value in values.items() if path in self.paths}
+        """Publish new values (one ItemsChanged); paths not in ``values`` are left alone.
+
+        Only what changed since the last update is set, and nothing at all when nothing
+        changed (the tick refreshes batteries; most of the time their values are the same)."""
+        merged = {path: value for path, value in values.items() if path in self._pathset}
         merged.update(self._contract_values(values, connected))
+        merged["/Connected"] = int(connected)
+        if merged == self._last:
+            return
         with self.svc as s:
             for path, value in merged.items():
-                s[path] = value
-            s["/Connected"] = int(connected)
+                if path not in self._last or self._last[path] != value:
+                    s[path] = value
+        self._last.update(merged)
 
     def _contract_values(self, values: Mapping[str, Any], connected: bool) -> dict[str, Any]:
         """The Venus-contract paths derived from ``values`` (docs/paths.md): ``/State``,
@@ -234,13 +248,15 @@ class ManagerService:
                              processversion=__version__, connection="CANopen",
                              deviceinstance=0, productid=0, productname="CanBridge SuperB driver")
         for path, value in (("/Status/Can", ""), ("/Status/CanOpen", 0), ("/Status/Mode", None),
+                            ("/Status/ModeNote", ""),
                             ("/Status/NodeIds", ""), ("/Status/NodeIdsError", ""),
                             ("/Status/Online", 0), ("/Status/Nodes", "{}"),
                             ("/Status/Services", "[]"), ("/Scan/Running", 0),
                             ("/Scan/Progress", None), ("/Scan/Result", "[]"),
                             ("/Scan/Range", ""), ("/Scan/LastError", "")):
             svc.add_path(path, value)
-        svc.add_path("/Scan/Start", 0, writeable=True, onchangecallback=self._scan_written)
+        svc.add_path("/Scan/Start", 0, writeable=True,
+                     onchangecallback=guarded(self._scan_written, "scan start written"))
         svc.register()
         self.svc = svc
 

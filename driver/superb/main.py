@@ -3,14 +3,30 @@
 The process: one :class:`~driver.superb.canport.CanPort` (python-can bus + canopen Network)
 for the configured interface, one :class:`~driver.superb.poller.NodePoller` thread per
 configured node ID, and on the GLib main loop the D-Bus services: one battery service per
-battery (individual mode), or the aggregate battery plus per-battery services without
-``/Info/MaxChargeVoltage`` (aggregate mode), and the manager service with status and scan.
+battery, the manager service with status and scan, and the BMS for DVCC:
+
+* exactly one service is the BMS (publishes ``/Info/MaxCharge*``): with one node configured in
+  individual mode, that battery's service; otherwise the aggregate battery, and the per-battery
+  services carry no ``/Info/Max*`` paths at all. With more than one node, individual mode is
+  refused (logged, shown in ``/Status/ModeNote``): systemcalc follows only one BMS, and a
+  second battery's CCL 0 (cold, error, offline) would be ignored (docs/superb.md, "DVCC");
+* the aggregate counts every configured node from the first second: a node that has not
+  answered yet is offline in it (no share of the charge current).
+
 Every setting applies live.
+
+Every callback the GLib main loop runs (the tick, reports and status handed over from the
+poller and port threads, setting changes, scan results) goes through
+:func:`driver.venus.mainloop.guarded`: an exception is logged with its traceback and the process
+exits for its supervisor instead of staying up with a removed timer and stale services.
+Test-only fault injection: when ``$CANBRIDGE_SUPERB_INJECT`` names a file that holds ``tick``,
+the tick raises (nothing happens without the variable).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -25,12 +41,29 @@ from driver.superb import battery as bat
 from driver.superb import scan as scanmod
 from driver.superb.canport import CanPort, PortStatus
 from driver.superb.poller import NodePoller, NodeReport, PollConfig
+from driver.venus.mainloop import guarded
 
 log = logging.getLogger("canbridge.superb")
 
 MODE_INDIVIDUAL, MODE_AGGREGATE = 0, 1
 AGGREGATE_UID = "superb_aggregate"
 TICK_MS = 500
+INJECT_ENV = "CANBRIDGE_SUPERB_INJECT"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the test-only fault injection."""
+
+
+def _injected(stage: str) -> bool:
+    path = os.environ.get(INJECT_ENV)
+    if not path:
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return stage in f.read().split()
+    except OSError:
+        return False
 
 _LIMIT_KEYS = {
     "ChargeVoltage": "charge_voltage", "BatteryLowVoltage": "battery_low_voltage",
@@ -49,7 +82,7 @@ _LIMIT_KEYS = {
 }
 _POLL_KEYS = {"PollInterval": "interval", "SlowPollInterval": "slow_interval",
               "SdoTimeout": "sdo_timeout", "OfflineAfterTimeouts": "offline_after",
-              "HeartbeatTimeout": "heartbeat_timeout"}
+              "HeartbeatTimeout": "heartbeat_timeout", "ValueMaxAge": "max_age"}
 
 
 class SuperbDriver:
@@ -59,7 +92,13 @@ class SuperbDriver:
         from driver.venus import dbusconn
 
         self.app = app
-        self._call_soon = dbusconn.call_soon
+
+        def call_soon(fn: Any, *args: Any) -> None:
+            # from any thread: run fn on the main loop, behind the guard
+            dbusconn.call_soon(guarded(fn, f"dbus-superb {getattr(fn, '__name__', fn)}"),
+                               *args)
+
+        self._call_soon = call_soon
         self.port: CanPort | None = None
         self.pollers: dict[int, NodePoller] = {}
         self.reports: dict[int, NodeReport] = {}
@@ -67,12 +106,14 @@ class SuperbDriver:
         self.aggregate: Any = None
         self.aggregator = bat.Aggregator()
         self.last_soc: dict[int, tuple[float, float]] = {}
+        #: node -> (values, limits, monotonic time computed)
+        self._computed: dict[int, tuple[dict[str, Any], bat.ChargeLimits, float]] = {}
         self.manager: Any = None
         self.port_status = PortStatus()
         self.poll_config = self._poll_config()
         self.limits = self._limits()
-        self.mode = int(self._setting("Mode"))
         self.node_ids: list[int] = self._node_ids() or []
+        self.mode = self._effective_mode()
         self._scan_thread: threading.Thread | None = None
         self._timer: int | None = None
         self._can_ports: tuple[float, dict[str, Any]] | None = None
@@ -86,8 +127,11 @@ class SuperbDriver:
                              for key, attr in _POLL_KEYS.items()})
 
     def _limits(self) -> bat.Limits:
+        # Safety-relevant values (all read every cycle) older than one poll interval plus
+        # ValueMaxAge count as unknown.
+        age = float(self._setting("PollInterval")) + float(self._setting("ValueMaxAge"))
         return bat.Limits(**{attr: type(getattr(bat.Limits(), attr))(self._setting(key))
-                             for key, attr in _LIMIT_KEYS.items()})
+                             for key, attr in _LIMIT_KEYS.items()}, value_max_age=age)
 
     def _node_ids(self) -> list[int] | None:
         try:
@@ -108,9 +152,10 @@ class SuperbDriver:
             if ids is not None:
                 self._set_nodes(ids)
         elif key == "Mode":
-            self._set_mode(int(new))
+            self._set_mode(self._effective_mode())
         elif key in _POLL_KEYS:
             self.poll_config = self._poll_config()
+            self.limits = self._limits()
             for p in self.pollers.values():
                 p.wake()
         elif key in _LIMIT_KEYS:
@@ -132,7 +177,7 @@ class SuperbDriver:
         if self.mode == MODE_AGGREGATE:
             self._create_aggregate()
         self._open_port()
-        self._timer = GLib.timeout_add(TICK_MS, self._tick)
+        self._timer = GLib.timeout_add(TICK_MS, guarded(self._tick, "dbus-superb tick"))
         self.app.loop.on_stop(self.stop)
         self._publish_status()
 
@@ -208,11 +253,30 @@ class SuperbDriver:
             self._remove_battery(n)
             self.reports.pop(n, None)
             self.last_soc.pop(n, None)
+            self._computed.pop(n, None)
         if self.port is not None:
             for n in sorted(set(ids) - old):
                 self._start_poller(n)
         log.info("polling nodes %s", ",".join(map(str, ids)))
+        self._set_mode(self._effective_mode())
         self._update_aggregate()
+
+    def _effective_mode(self) -> int:
+        """Aggregate with more than one node whatever the Mode setting (one BMS for DVCC)."""
+        wanted = int(self._setting("Mode"))
+        if wanted == MODE_INDIVIDUAL and len(self.node_ids) > 1:
+            log.warning("individual mode refused for %d batteries: DVCC follows only one BMS, "
+                        "so the aggregate battery is the BMS and the per-battery services carry "
+                        "no charge limits", len(self.node_ids))
+            return MODE_AGGREGATE
+        return wanted
+
+    def mode_note(self) -> str:
+        """Why the mode in use is not the Mode setting (empty when it is)."""
+        if int(self._setting("Mode")) == MODE_INDIVIDUAL and self.mode == MODE_AGGREGATE:
+            return (f"individual mode refused for {len(self.node_ids)} batteries: the aggregate "
+                    "battery is the only BMS for DVCC")
+        return ""
 
     def _set_mode(self, mode: int) -> None:
         if mode == self.mode:
@@ -233,6 +297,7 @@ class SuperbDriver:
 
     # -- services ----------------------------------------------------------------------------------
     def _with_cvl(self) -> bool:
+        """Whether the per-battery services are the BMS (carry /Info/Max*)."""
         return self.mode == MODE_INDIVIDUAL
 
     def _create_battery(self, r: NodeReport) -> Any:
@@ -240,6 +305,9 @@ class SuperbDriver:
 
         assert r.serial is not None
         paths = bat.DATA_PATHS + ((bat.CVL_PATH,) if self._with_cvl() else ())
+        if not self._with_cvl():
+            paths = tuple(p for p in paths if p not in bat.BMS_LIMIT_PATHS) + tuple(
+                bat.OWN_LIMIT_PATHS.values())
         name = r.identity.get("device_name") or "Epsilon V2"
         iface = self.port.interface if self.port is not None else "?"
         return BatteryService(self.app, f"superb_{r.serial}", f"superb_{r.serial}",
@@ -269,9 +337,23 @@ class SuperbDriver:
         self.reports[r.node_id] = r
         if r.online and r.values.get("soc") is not None:
             self.last_soc[r.node_id] = (float(r.values["soc"]), time.monotonic())
+        before = self._computed.get(r.node_id)
         self._update_battery(r)
         if self.mode == MODE_AGGREGATE:
-            self._update_aggregate()
+            after = self._computed[r.node_id][1]
+            # A change of a battery's limits reaches the aggregate at once; its measurements
+            # join at the next tick (twice a second) instead of with every battery's report.
+            if before is None or before[1] != after:
+                self._update_aggregate()
+
+    def _compute(self, r: NodeReport, now: float) -> tuple[dict[str, Any], bat.ChargeLimits]:
+        """One battery's values and limits at ``now``, kept for the aggregate and the status
+        (each battery is computed once per report and once per tick, not once per member of
+        every aggregate update)."""
+        lim = bat.charge_limits(r, self.limits, now)
+        values = bat.battery_values(r, self.limits, True, now, lim)
+        self._computed[r.node_id] = (values, lim, now)
+        return values, lim
 
     def _update_battery(self, r: NodeReport) -> None:
         svc = self.services.get(r.node_id)
@@ -279,8 +361,12 @@ class SuperbDriver:
             if svc is not None:
                 self._remove_battery(r.node_id)
             svc = self.services[r.node_id] = self._create_battery(r)
+        values = dict(self._compute(r, time.monotonic())[0])
         if svc is not None:
-            svc.update(bat.battery_values(r, self.limits, self._with_cvl()), r.online)
+            if not self._with_cvl():  # not the BMS: its own limits under custom paths
+                for path, own in bat.OWN_LIMIT_PATHS.items():
+                    values[own] = values.pop(path)
+            svc.update(values, r.online)  # paths the service does not have are left out
 
     def _republish_all(self) -> None:
         for r in self.reports.values():
@@ -292,9 +378,12 @@ class SuperbDriver:
         for n in self.node_ids:
             r = self.reports.get(n) or NodeReport(node_id=n, online=False)
             soc = self.last_soc.get(n)
+            done = self._computed.get(n)
+            values = done[0] if done is not None and n in self.reports else \
+                self._compute(r, time.monotonic())[0]
             out.append(bat.Member(
                 label=f"node {n}" + (f" ({r.serial})" if r.serial is not None else ""),
-                report=r, values=bat.battery_values(r, self.limits, with_cvl=True),
+                report=r, values=values,
                 capacity=bat.installed_capacity(r, self.limits),
                 last_soc=soc[0] if soc else None, last_soc_time=soc[1] if soc else -1e18))
         return out
@@ -306,7 +395,17 @@ class SuperbDriver:
         self.aggregate.update(values, connected=True)
 
     def _tick(self) -> bool:
-        self._update_aggregate()  # ramps and the SoC grace period move with time
+        if _injected("tick"):
+            raise InjectedFault("injected into the tick")
+        # Values age with time, also when no report comes (a poller stuck in a read): a
+        # battery without a report for a poll interval is computed again (its values may have
+        # become too old); the aggregate follows, its ramps and SoC grace period move with time.
+        now = time.monotonic()
+        for n, r in list(self.reports.items()):
+            done = self._computed.get(n)
+            if done is None or now - done[2] >= self.poll_config.interval:
+                self._update_battery(r)
+        self._update_aggregate()
         self._publish_status()
         return True
 
@@ -338,6 +437,9 @@ class SuperbDriver:
                 nodes[str(n)] = {"state": "starting"}
                 continue
             c = r.counters
+            done = self._computed.get(n)
+            lim = done[1] if done is not None else bat.charge_limits(r, self.limits,
+                                                                     time.monotonic())
             nodes[str(n)] = {
                 "state": r.state, "online": r.online, "serial": r.serial,
                 "firmware": r.firmware,
@@ -348,15 +450,22 @@ class SuperbDriver:
                 "tpdo_frames": c.tpdo_frames, "reboots": c.reboots,
                 "cycle_ms": round(r.cycle_time * 1000, 1), "last_error": r.last_error,
                 "aborted": {k: f"0x{v:08X}" for k, v in r.aborted.items()},
+                "missing": {k: f"0x{v:08X}" for k, v in r.missing.items()},
+                "failed_reads": c.failed_reads, "retries": c.retries,
+                "transient_aborts": c.transient_aborts, "cycle_errors": c.cycle_errors,
+                "sdo_discarded": r.sdo.get("discarded", 0),
+                "sdo_malformed": r.sdo.get("malformed", 0),
+                "sdo_flushed": r.sdo.get("flushed", 0), "sdo_last_discarded": r.sdo.get("last", ""),
                 "tpdo": list(r.tpdo_keys),
-                "limits": list(bat.charge_limits(r, self.limits).reasons),
+                "limits": list(lim.reasons), "ccl": lim.ccl, "dcl": lim.dcl,
             }
         services = sorted(s.name for s in self.services.values())
         if self.aggregate is not None:
             services.append(self.aggregate.name)
         self.manager.update({
             "/Status/Can": self.port_status.text, "/Status/CanOpen": int(self.port_status.open),
-            "/Status/Mode": self.mode, "/Status/NodeIds": ",".join(map(str, self.node_ids)),
+            "/Status/Mode": self.mode, "/Status/ModeNote": self.mode_note(),
+            "/Status/NodeIds": ",".join(map(str, self.node_ids)),
             "/Status/NodeIdsError": self.app.settings.rejected.get(
                 "/Settings/CanBridge/Superb/NodeIds", ""),
             "/Status/Online": sum(1 for n in self.node_ids
@@ -426,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         holder["driver"] = drv
         drv.start()
 
-    app = appmod.start("dbus-superb", args, ("Superb/",), on_change=changed, on_ready=ready)
+    app = appmod.start("dbus-superb", args, ("Superb/",),
+                       on_change=guarded(changed, "dbus-superb setting change"),
+                       on_ready=guarded(ready, "dbus-superb start"))
     return appmod.run(app)
 
 

@@ -46,6 +46,8 @@ class ObjectDef:
     lo: float | None = None  #: plausible range of the engineering value; outside -> None
     hi: float | None = None
     min_fw: tuple[int, ...] = ()  #: firmware that first has the object (() = all)
+    #: first firmware that no longer has the object with this meaning (() = none)
+    max_fw: tuple[int, ...] = ()
     certainty: str = "[HW]"
     description: str = ""
 
@@ -56,6 +58,17 @@ class ObjectDef:
     @property
     def label(self) -> str:
         return f"{self.index:04X}:{self.subindex:02X}"
+
+    def applies(self, firmware: tuple[int, ...] | None) -> bool:
+        """Whether a node with ``firmware`` has this object with this meaning.
+
+        Unknown firmware: every row applies (identification reads only ONCE rows, which
+        carry no firmware bounds)."""
+        if firmware is None:
+            return True
+        if self.min_fw and firmware < self.min_fw:
+            return False
+        return not (self.max_fw and firmware >= self.max_fw)
 
 
 def _o(key: str, index: int, sub: int, kind: str, size: int, **kw: object) -> ObjectDef:
@@ -85,6 +98,11 @@ OBJECTS: tuple[ObjectDef, ...] = (
        lo=0.0, hi=5000.0, certainty="[RE?]", description="battery's discharge current limit"),
     _o("max_charge_current", 0x5021, 2, "i", 4, scale=0.001, unit="A", rate=F,
        lo=0.0, hi=5000.0, certainty="[RE?]", description="battery's charge current limit"),
+    # The lowest and highest cell temperature decide charging (driver/safety.py): every cycle.
+    _o("cell_temperature_min", 0x2023, 1, "i", 2, scale=0.1, unit="°C", rate=F,
+       lo=-60.0, hi=120.0, certainty="[RE?]", description="lowest cell temperature"),
+    _o("cell_temperature_max", 0x2023, 2, "i", 2, scale=0.1, unit="°C", rate=F,
+       lo=-60.0, hi=120.0, certainty="[RE?]", description="highest cell temperature"),
     # -- slow: history, cells ------------------------------------------------------------------
     _o("ah_expended", 0x6051, 0, "u", 2, scale=0.125, unit="Ah", rate=S, alt_sizes=(4,),
        lo=0.0, hi=100000.0, min_fw=(1, 2), certainty="[RE?] [STD]",
@@ -94,10 +112,13 @@ OBJECTS: tuple[ObjectDef, ...] = (
        description="Ah returned during last charge"),
     _o("ah_since_equalization", 0x6053, 0, "u", 2, scale=0.125, unit="Ah", rate=S,
        alt_sizes=(4,), certainty="[HW]", description="Ah since last equalization"),
-    # 6050: seed firmware: charge cycles (U16); CiA 418: cumulative Ah charged (U32, 1/8 Ah).
-    # Decoded raw here; the battery model tells the two apart by the response size.
-    _o("cycles_or_ah", 0x6050, 0, "u", 2, rate=S, alt_sizes=(4,), certainty="[HW] vs [STD]",
-       description="charge cycles (2 bytes) or cumulative Ah charged in 1/8 Ah (4 bytes)"),
+    # 6050: the seed project read charge cycles (U16) from every SuperB firmware it met [HW];
+    # CiA 418 defines 6050 as cumulative Ah charged (U32, 1/8 Ah). The meaning comes from this
+    # row (by firmware), never from the length of an answer: a firmware found to follow CiA 418
+    # gets its own row with min_fw, and this one a max_fw.
+    _o("cycles_6050", 0x6050, 0, "u", 2, rate=S, alt_sizes=(4,), lo=0, hi=1000000,
+       certainty="[HW] (CiA 418 differs)",
+       description="charge cycle counter (seed firmware; U16, some nodes pad to U32)"),
     _o("cycles", 0x2014, 0, "u", 2, rate=S, alt_sizes=(4,), lo=0, hi=1000000,
        certainty="[RE?]", description="charge cycle counter"),
     _o("charge_current_request", 0x6070, 0, "u", 2, scale=1 / 16, unit="A", rate=S,
@@ -106,10 +127,6 @@ OBJECTS: tuple[ObjectDef, ...] = (
        certainty="[RE?]", description="lowest cell voltage"),
     _o("cell_voltage_max", 0x2022, 2, "i", 2, scale=0.001, unit="V", rate=S, lo=0.5, hi=5.0,
        certainty="[RE?]", description="highest cell voltage"),
-    _o("cell_temperature_min", 0x2023, 1, "i", 2, scale=0.1, unit="°C", rate=S,
-       lo=-60.0, hi=120.0, certainty="[RE?]", description="lowest cell temperature"),
-    _o("cell_temperature_max", 0x2023, 2, "i", 2, scale=0.1, unit="°C", rate=S,
-       lo=-60.0, hi=120.0, certainty="[RE?]", description="highest cell temperature"),
     _o("awake", 0x2006, 0, "u", 1, rate=S, alt_sizes=(2, 4), certainty="[RE?]",
        description="0 = asleep (asleep is not offline)"),
     # -- once: identity and fixed parameters -----------------------------------------------------
@@ -156,6 +173,10 @@ BLOCKS_DISCHARGE = (1 << 1) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 8)
 TPDO_COMM = tuple(0x1800 + k for k in range(4))
 TPDO_MAP = tuple(0x1A00 + k for k in range(4))
 
+#: abort codes that say the object is not there: remembered per firmware, not asked again.
+#: Every other code (busy, no data, general error, a timeout) is asked again next cycle.
+ABORT_MISSING = frozenset({0x06020000, 0x06090011})
+
 #: SDO abort codes worth naming in logs
 ABORT_NAMES = {
     0x05040000: "SDO protocol timed out",
@@ -174,14 +195,22 @@ class DecodeError(ValueError):
     """A response that cannot be used (wrong size, implausible value)."""
 
 
-def decode(obj: ObjectDef, data: bytes) -> float | int | str:
+def decode(obj: ObjectDef, data: bytes, sized: bool = True) -> float | int | str:
     """Decode the bytes of an SDO upload (or a TPDO slice) of ``obj``.
+
+    ``sized`` False: an expedited answer without the size indicated (CiA 301: 4 bytes, of which
+    the object's own bytes are data, the rest unspecified): decoded by the object's declared
+    type, never by the length of the answer.
 
     Raises :class:`DecodeError` on a size the object never has or a value outside its plausible
     range; the caller publishes ``None`` then.
     """
     if obj.kind == "str":
         return bytes(data).split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    if not sized:
+        if len(data) != 4 or obj.size > 4:
+            raise DecodeError(f"{obj.label} {obj.key}: unsized answer of {len(data)} bytes")
+        data = bytes(data)[:obj.size]
     if len(data) not in obj.sizes:
         raise DecodeError(f"{obj.label} {obj.key}: {len(data)} bytes, expected "
                           f"{' or '.join(str(s) for s in obj.sizes)}")

@@ -1,11 +1,23 @@
 """The generic poller: reads the object table from one battery, one SDO transaction at a time.
 
-Each :class:`NodePoller` is a thread for one node ID. Every cycle it reads the fast objects
-(and the slow ones when due), skips objects the node answered with an SDO abort (until the
-node reboots), takes objects that arrive in TPDOs from those instead of polling them, decides
-whether the node is online (heartbeat age and consecutive timeouts), and hands a
-:class:`NodeReport` to ``on_report`` (called on the poller thread: the caller moves it to the
-main loop). Nodes are polled concurrently because each node has its own thread.
+Each :class:`NodePoller` is a thread for one node ID. It first identifies the node (serial,
+product, firmware: each object retried with back-off until all three are known; a partial
+identity never counts), then every cycle reads the fast objects (and the slow ones when due)
+of the table rows that apply to the node's firmware, takes objects that arrive in TPDOs from
+those instead of polling them, decides whether the node is online (heartbeat age and
+consecutive failed reads) and hands a :class:`NodeReport` to ``on_report`` (called on the
+poller thread: the caller moves it to the main loop). Nodes are polled concurrently because each
+node has its own thread; a slow node only ever delays its own cycle.
+
+Failed reads: a timeout, an answer that cannot be decoded, a send failure or *any* exception
+while reading. A failed read is retried once in the same cycle; ``offline_after`` failed reads
+in a row take the node offline (values invalid, limits 0). Every value carries the time it was
+read: a value older than its poll interval plus ``max_age`` is reported invalid (``None``), so a
+value that stops answering cannot be passed off as fresh while other objects still answer.
+
+Aborts: "object does not exist" (0x06020000, 0x06090011) is remembered for the node's firmware
+and the object not asked again (until the firmware changes); every other abort code makes the
+value invalid for this cycle and is asked again the next.
 
 No D-Bus here.
 """
@@ -13,6 +25,7 @@ No D-Bus here.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +34,12 @@ from typing import Any
 
 from driver.superb import objects as objs
 from driver.superb.canport import BadResponse, BusDown, CanPort, SdoAbort, SdoTimeout
+
+#: identity objects that must all be known before a node counts as identified; the firmware
+#: comes from 100A or, without it, from 1018:03 (revision)
+REQUIRED_IDENTITY = ("serial", "product", "revision")
+#: longest wait before an identity or fixed-parameter object is asked again (s)
+MAX_BACKOFF = 30.0
 
 log = logging.getLogger("canbridge.superb.poll")
 
@@ -34,6 +53,8 @@ class PollConfig:
     sdo_timeout: float = 0.3
     offline_after: int = 3
     heartbeat_timeout: float = 3.5
+    #: a value not read again within its poll interval plus this many seconds is invalid
+    max_age: float = 3.0
 
 
 @dataclass
@@ -46,6 +67,11 @@ class Counters:
     tpdo_frames: int = 0
     cycles: int = 0
     reboots: int = 0
+    failed_reads: int = 0  #: timeouts, bad answers, send failures, exceptions while reading
+    retries: int = 0  #: failed reads asked again in the same cycle
+    transient_aborts: int = 0  #: aborts with a code other than "does not exist"
+    cycle_errors: int = 0  #: poll cycles that raised (a bug): the node goes offline
+    identify_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,7 +85,11 @@ class NodeReport:
     identity: dict[str, Any] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
-    aborted: dict[str, int] = field(default_factory=dict)
+    aborted: dict[str, int] = field(default_factory=dict)  #: last answer was this abort code
+    missing: dict[str, int] = field(default_factory=dict)  #: remembered "does not exist"
+    ages: dict[str, float] = field(default_factory=dict)  #: seconds since each value was read
+    stamps: dict[str, float] = field(default_factory=dict)  #: monotonic time each was read
+    sdo: dict[str, Any] = field(default_factory=dict)  #: answers discarded (SdoDiag)
     tpdo_keys: tuple[str, ...] = ()
     heartbeat_age: float | None = None
     heartbeat_state: int | None = None
@@ -87,6 +117,7 @@ class NodePoller:
         self.port = port
         self._config = config
         self._on_report = on_report
+        self._table = table
         self._fast = [o for o in table if o.rate is objs.Rate.FAST]
         self._slow = [o for o in table if o.rate is objs.Rate.SLOW]
         self._once = [o for o in table if o.rate is objs.Rate.ONCE]
@@ -94,10 +125,12 @@ class NodePoller:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.counters = Counters()
+        #: objects that answered "does not exist": key -> (code, firmware it was seen with)
+        self._missing: dict[str, tuple[int, tuple[int, ...] | None]] = {}
         self._reset_node_state()
         self._online = False
         self._ever_online = False
-        self._consecutive_timeouts = 0
+        self._failures = 0  #: failed reads in a row
         self._last_ok = 0.0
         self._last_error = ""
         self._seq = 0
@@ -112,7 +145,9 @@ class NodePoller:
         self._firmware: tuple[int, ...] | None = None
         self._aborted: dict[str, int] = {}
         self._values: dict[str, Any] = {}
+        self._stamps: dict[str, float] = {}
         self._sizes: dict[str, int] = {}
+        self._backoff: dict[str, tuple[int, float]] = {}  # key -> (failures, next try)
         self._next_slow = 0.0
 
     # -- thread --------------------------------------------------------------------------------
@@ -143,11 +178,7 @@ class NodePoller:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            try:
-                report = self.cycle()
-            except Exception:  # a bug must not kill the node's thread silently
-                log.exception("node %d: poll cycle failed", self.node_id)
-                report = self._report(0.0)
+            report = self.safe_cycle()
             if self._stop.is_set():
                 return
             self._on_report(report)
@@ -155,6 +186,23 @@ class NodePoller:
             delay = max(0.0, cfg.interval - (time.monotonic() - started))
             self._wake.wait(delay)
             self._wake.clear()
+
+    def safe_cycle(self) -> NodeReport:
+        """:meth:`cycle`, but a cycle that raises takes the node offline (values invalid)
+        instead of leaving the last values published as if they were fresh."""
+        try:
+            return self.cycle()
+        except Exception as exc:  # a bug must neither kill the thread nor pass old data on
+            self.counters.cycle_errors += 1
+            log.exception("node %d: poll cycle failed; node offline until a cycle succeeds",
+                          self.node_id)
+            try:
+                self._go_offline(f"poll cycle failed: {type(exc).__name__}: {exc}", bus=True)
+                return self._report(0.0, state="error")
+            except Exception:
+                log.exception("node %d: cannot even report", self.node_id)
+                return NodeReport(node_id=self.node_id, online=False, state="error",
+                                  last_error=f"{type(exc).__name__}: {exc}")
 
     # -- one cycle ---------------------------------------------------------------------------------
     def cycle(self) -> NodeReport:
@@ -171,58 +219,95 @@ class NodePoller:
         if not self.port.is_open:
             self._go_offline("CAN interface not open", bus=True)
             return self._report(time.monotonic() - t0, state="bus-down")
-        # One cheap probe per cycle while offline; a node that answers is probed in full.
-        if not self._online and (self._ever_online or self._identified):
+        # One cheap probe per cycle while offline; a node that answers is identified again
+        # (it may be another battery, or have new firmware).
+        if not self._online and self._identified:
             probe = self._read(objs.BY_KEY["serial"], cfg)
-            if probe is _TIMEOUT or probe is _BUSDOWN:
+            if not self._answered(probe):
                 self._update_online(cfg)
                 return self._report(time.monotonic() - t0)
-            if (probe is not _ABORT and self._identity.get("serial") is not None
-                    and probe != self._identity.get("serial")):
+            if isinstance(probe, int) and probe != self._identity.get("serial"):
                 log.warning("node %d: serial changed %s -> %s (another battery)",
                             self.node_id, self._identity.get("serial"), probe)
             self._reset_node_state()
         if not self._identified and not self._identify(cfg):
             self._update_online(cfg)
             return self._report(time.monotonic() - t0)
-        due = list(self._fast)
+        due = [o for o in self._once if o.key not in self._identity and self._due(o, t0)]
+        due += self._fast
         if t0 >= self._next_slow:
             due += self._slow
             self._next_slow = t0 + cfg.slow_interval
         tpdo = self._fresh_tpdo(cfg)
         for obj in due:
             if obj.key in tpdo:
-                self._values[obj.key] = tpdo[obj.key]
+                self._values[obj.key], self._stamps[obj.key] = tpdo[obj.key]
                 continue
             if not self._wanted(obj):
                 continue
-            result = self._read(obj, cfg)
-            if result is _TIMEOUT or result is _BUSDOWN:
-                if self._consecutive_timeouts >= cfg.offline_after or result is _BUSDOWN:
-                    break
-                continue
-            if result is not _ABORT:
-                self._values[obj.key] = result
+            result = self._read_retry(obj, cfg)
+            if result is _BUSDOWN or self._failures >= cfg.offline_after:
+                break
+            self._store(obj, result, t0)
         self._update_online(cfg)
         return self._report(time.monotonic() - t0)
 
+    def _store(self, obj: objs.ObjectDef, result: Any, now: float) -> None:
+        if obj.rate is objs.Rate.ONCE:
+            if result is None or result is _TIMEOUT or result is _ABORT:
+                self._retry_later(obj, now)
+            else:
+                self._identity[obj.key] = result
+                self._backoff.pop(obj.key, None)
+            return
+        if result is _TIMEOUT:
+            return  # the old value stays until it is too old (see _report)
+        self._values[obj.key] = None if result is _ABORT else result
+        self._stamps[obj.key] = time.monotonic()
+
+    @staticmethod
+    def _answered(result: Any) -> bool:
+        return result is not _TIMEOUT and result is not _BUSDOWN
+
     def _wanted(self, obj: objs.ObjectDef) -> bool:
-        if obj.key in self._aborted:
+        if obj.key in self._missing:
             return False
-        return not (obj.min_fw and self._firmware is not None and self._firmware < obj.min_fw)
+        return obj.applies(self._firmware)
+
+    def _due(self, obj: objs.ObjectDef, now: float) -> bool:
+        return now >= self._backoff.get(obj.key, (0, 0.0))[1]
+
+    def _retry_later(self, obj: objs.ObjectDef, now: float) -> None:
+        fails, _ = self._backoff.get(obj.key, (0, 0.0))
+        delay = min(MAX_BACKOFF, self._config().interval * 2 ** fails)
+        self._backoff[obj.key] = (fails + 1, now + delay)
 
     def _identify(self, cfg: PollConfig) -> bool:
-        """Read identity, firmware and fixed parameters; False if the node does not answer."""
+        """Read what identifies the node; True once serial, product and firmware are known.
+
+        What was read is kept: a timeout ends this attempt, the next cycle asks only for what is
+        still missing (each object with its own back-off), never starting again from nothing.
+        """
+        self.counters.identify_attempts += 1
+        now = time.monotonic()
         for obj in self._once:
-            if not self._wanted(obj):
+            if obj.key in self._identity or not self._wanted(obj) or not self._due(obj, now):
                 continue
-            result = self._read(obj, cfg)
-            if result is _TIMEOUT or result is _BUSDOWN:
+            result = self._read_retry(obj, cfg)
+            if result is _BUSDOWN:
                 return False
-            if result is not _ABORT:
-                self._identity[obj.key] = result
+            self._store(obj, result, now)
+            if result is _TIMEOUT and self._failures >= cfg.offline_after:
+                break  # nobody answering: do not spend the cycle on the rest
+        missing = [k for k in REQUIRED_IDENTITY if self._identity.get(k) is None]
+        if missing == ["revision"] and self._identity.get("software_version"):
+            missing = []  # 100A names the firmware when 1018:03 is not there
+        if missing:
+            self._last_error = f"identity incomplete: {', '.join(missing)} not read yet"
+            return False
         self._firmware = objs.parse_firmware(self._identity.get("software_version"),
                                              self._identity.get("revision"))
+        self._forget_missing_of_other_firmware()
         vendor = self._identity.get("vendor")
         if vendor is not None and vendor != objs.SUPERB_VENDOR_ID:
             log.warning("node %d: vendor 0x%X is not SuperB (0x%X); reading it anyway",
@@ -235,57 +320,93 @@ class NodePoller:
                  self._identity.get("device_name") or "unnamed")
         return True
 
+    def _forget_missing_of_other_firmware(self) -> None:
+        fw = self._firmware
+        for key, (code, seen_fw) in list(self._missing.items()):
+            if seen_fw is None:
+                self._missing[key] = (code, fw)
+            elif seen_fw != fw:
+                log.info("node %d: firmware %s (was %s): asking for %s again", self.node_id,
+                         objs.format_firmware(fw), objs.format_firmware(seen_fw), key)
+                del self._missing[key]
+
     # -- reading -----------------------------------------------------------------------------------
+    def _read_retry(self, obj: objs.ObjectDef, cfg: PollConfig) -> Any:
+        """:meth:`_read`, asked once more at once when it failed (timeout, bad answer)."""
+        result = self._read(obj, cfg)
+        if (result is _TIMEOUT or result is None) and self._failures < cfg.offline_after:
+            self.counters.retries += 1
+            result = self._read(obj, cfg)
+        return result
+
+    def _failed(self, why: str) -> None:
+        self.counters.failed_reads += 1
+        self._failures += 1
+        self._last_error = why
+
     def _read(self, obj: objs.ObjectDef, cfg: PollConfig) -> Any:
-        """Read one object. Returns its value, None (unusable), or a marker."""
+        """Read one object. Returns its value, None (unusable answer), or a marker."""
         try:
-            data = self.port.upload(self.node_id, obj.index, obj.subindex, cfg.sdo_timeout)
+            data, sized = self.port.read(self.node_id, obj.index, obj.subindex, cfg.sdo_timeout)
         except SdoTimeout:
             self.counters.sdo_timeouts += 1
-            self._consecutive_timeouts += 1
-            self._last_error = f"{obj.label} {obj.key}: no answer"
+            self._failed(f"{obj.label} {obj.key}: no answer")
             return _TIMEOUT
         except SdoAbort as exc:
             self.counters.sdo_aborts += 1
-            self._consecutive_timeouts = 0
+            self._failures = 0
             self._last_ok = time.monotonic()
             self._aborted[obj.key] = exc.code
-            self._values[obj.key] = None
-            log.info("node %d: %s %s answered SDO abort 0x%08X (%s); not asking again until "
-                     "it reboots", self.node_id, obj.label, obj.key, exc.code,
-                     objs.ABORT_NAMES.get(exc.code, "unknown code"))
+            name = objs.ABORT_NAMES.get(exc.code, "unknown code")
+            if exc.code in objs.ABORT_MISSING:
+                if obj.key not in self._missing:
+                    log.info("node %d: %s %s answered SDO abort 0x%08X (%s); not asking again "
+                             "for this firmware", self.node_id, obj.label, obj.key, exc.code,
+                             name)
+                self._missing[obj.key] = (exc.code, self._firmware)
+            else:
+                self.counters.transient_aborts += 1
+                self._last_error = f"{obj.label} {obj.key}: SDO abort 0x{exc.code:08X} ({name})"
             return _ABORT
         except BadResponse as exc:
             self.counters.bad_responses += 1
-            self._last_error = f"{obj.label} {obj.key}: {exc}"
+            self._failed(f"{obj.label} {obj.key}: {exc}")
             log.warning("node %d: %s", self.node_id, self._last_error)
             return None
         except BusDown as exc:
             # A frame that cannot be sent (bus-off, ENOBUFS) is a failed transaction too:
             # keep publishing old values and the node would look healthy forever.
             self.counters.bus_errors += 1
-            self._consecutive_timeouts += 1
-            self._last_error = str(exc)
+            self._failed(str(exc))
             log.warning("node %d: %s", self.node_id, exc)
             return _BUSDOWN
+        except Exception as exc:  # whatever else: a failed read, never an unguarded one
+            self.counters.bad_responses += 1
+            self._failed(f"{obj.label} {obj.key}: {type(exc).__name__}: {exc}")
+            log.exception("node %d: reading %s failed", self.node_id, obj.label)
+            return None
         self.counters.sdo_ok += 1
-        self._consecutive_timeouts = 0
+        self._failures = 0
         self._last_ok = time.monotonic()
+        self._aborted.pop(obj.key, None)
         self._sizes[obj.key] = len(data)
         try:
-            return objs.decode(obj, data)
+            return objs.decode(obj, data, sized)
         except objs.DecodeError as exc:
             self.counters.bad_responses += 1
+            self.counters.failed_reads += 1
             self._last_error = str(exc)
             log.warning("node %d: %s", self.node_id, exc)
             return None
 
     def _read_raw_u32(self, index: int, sub: int, cfg: PollConfig) -> int | None:
         try:
-            data = self.port.upload(self.node_id, index, sub, cfg.sdo_timeout)
+            data, sized = self.port.read(self.node_id, index, sub, cfg.sdo_timeout)
         except (SdoAbort, SdoTimeout, BadResponse, BusDown):
             return None
         self.counters.sdo_ok += 1
+        if not sized:
+            data = data[:4]
         return int.from_bytes(data[:4], "little") if 1 <= len(data) <= 4 else None
 
     # -- TPDOs -------------------------------------------------------------------------------------
@@ -329,11 +450,13 @@ class NodePoller:
             now = time.monotonic()
             got: dict[str, tuple[Any, float]] = {}
             for obj, offset, length in m.entries:
-                if obj is None or offset + length > len(data):
+                if obj is None:
                     continue
-                try:
+                try:  # a TPDO too short or not decodable makes the value invalid, not old
+                    if offset + length > len(data):
+                        raise objs.DecodeError(f"TPDO 0x{can_id:03X}: {len(data)} bytes")
                     got[obj.key] = (objs.decode(obj, bytes(data[offset:offset + length])), now)
-                except objs.DecodeError:
+                except Exception:  # noqa: BLE001 - whatever it is, the value is invalid
                     got[obj.key] = (None, now)
             with self._tpdo_lock:
                 self._tpdo_values.update(got)
@@ -347,11 +470,12 @@ class NodePoller:
         with self._tpdo_lock:
             self._tpdo_values = {}
 
-    def _fresh_tpdo(self, cfg: PollConfig) -> dict[str, Any]:
+    def _fresh_tpdo(self, cfg: PollConfig) -> dict[str, tuple[Any, float]]:
+        """TPDO values received recently: key -> (value, monotonic time received)."""
         limit = 2 * cfg.interval + 0.5
         now = time.monotonic()
         with self._tpdo_lock:
-            return {k: v for k, (v, t) in self._tpdo_values.items() if now - t <= limit}
+            return {k: vt for k, vt in self._tpdo_values.items() if now - vt[1] <= limit}
 
     # -- online state ------------------------------------------------------------------------------
     def _update_online(self, cfg: PollConfig) -> None:
@@ -360,8 +484,7 @@ class NodePoller:
         hb_age = None if seen.heartbeat_time is None else now - seen.heartbeat_time
         answered_recently = self._last_ok > 0 and now - self._last_ok <= cfg.heartbeat_timeout
         silent = (hb_age is None or hb_age > cfg.heartbeat_timeout) and not answered_recently
-        online = (self._identified and self._consecutive_timeouts < cfg.offline_after
-                  and not silent)
+        online = self._identified and self._failures < cfg.offline_after and not silent
         if online and not self._online:
             log.info("node %d online", self.node_id)
             self._last_error = ""
@@ -375,6 +498,7 @@ class NodePoller:
             log.warning("node %d offline: %s", self.node_id, why)
         self._online = False
         self._values = {}
+        self._stamps = {}
         if bus:
             self._last_error = why
 
@@ -387,13 +511,27 @@ class NodePoller:
                                                     self._identified else "starting")
         if not self._online:
             self._values = {}
-        values = dict(self._values)
+        cfg = self._config()
+        now = time.monotonic()
+        values: dict[str, Any] = {}
+        ages: dict[str, float] = {}
+        for key, value in self._values.items():
+            age = now - self._stamps.get(key, -math.inf)
+            obj = objs.BY_KEY.get(key)
+            period = cfg.slow_interval if obj is not None and obj.rate is objs.Rate.SLOW \
+                else cfg.interval
+            ages[key] = round(age, 3)
+            values[key] = value if age <= period + cfg.max_age else None
         return NodeReport(
             node_id=self.node_id, online=self._online,
             serial=self._identity.get("serial"),
             firmware=objs.format_firmware(self._firmware),
             identity=dict(self._identity), values=values, sizes=dict(self._sizes),
-            aborted=dict(self._aborted), tpdo_keys=tuple(sorted(self._fresh_tpdo(self._config()))),
+            aborted=dict(self._aborted),
+            missing={k: code for k, (code, _) in self._missing.items()}, ages=ages,
+            stamps={k: self._stamps[k] for k in values if k in self._stamps},
+            sdo=self.port.sdo_diag(self.node_id).snapshot(),
+            tpdo_keys=tuple(sorted(self._fresh_tpdo(cfg))),
             heartbeat_age=hb_age, heartbeat_state=seen.heartbeat_state, frames=seen.frames,
             counters=replace(self.counters), last_error=self._last_error, cycle_time=took,
             seq=self._seq, state=state)

@@ -8,8 +8,8 @@ edge like the drivers do.
 
 With ``--system`` it publishes ``com.victronenergy.system`` instead, as Venus's systemcalc
 does: ``/ActiveBatteryService`` (``class/instance``, e.g. ``com.victronenergy.battery/512`` or,
-without a battery monitor, the vebus ``com.victronenergy.vebus/261``) and the battery under
-``/Dc/Battery/*``.
+without a battery monitor, the vebus ``com.victronenergy.vebus/<its instance>``) and the
+battery under ``/Dc/Battery/*``.
 """
 
 from __future__ import annotations

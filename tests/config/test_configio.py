@@ -53,7 +53,7 @@ def test_export_has_every_setting_and_the_versions(tmp_path: Path) -> None:
     assert doc["exported"] == "2026-01-02T03:04:05Z"
     s = doc["settings"]
     # a few by hand, with the type the settings service stores
-    assert s["Superb/CanInterface"] == "vecan0"
+    assert s["Superb/CanInterface"] == "auto"
     assert s["Superb/Bitrate"] == 250000 and isinstance(s["Superb/Bitrate"], int)
     assert s["Superb/ChargeVoltage"] == 14.2
     assert s["Sma/FloatVoltage"] == 54.0 and isinstance(s["Sma/FloatVoltage"], float)

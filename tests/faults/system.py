@@ -247,7 +247,8 @@ WATCH: dict[str, tuple[str, str]] = {
     "mgr/Nodes": (MANAGER, "/Status/Nodes"),
     **{f"bat{n}/Connected": (battery_service(n), "/Connected") for n in NODES},
     **{f"bat{n}/Temperature": (battery_service(n), "/Dc/0/Temperature") for n in NODES},
-    **{f"bat{n}/Ccl": (battery_service(n), "/Info/MaxChargeCurrent") for n in NODES},
+    # aggregate mode: a battery's own CCL is on its service's custom path (not a BMS)
+    **{f"bat{n}/Ccl": (battery_service(n), "/CanBridge/MaxChargeCurrent") for n in NODES},
 }
 VEBUS_KEYS = ("/CanBridge/Ladder", "/Alarms/BmsConnectionLost", "/CanBridge/DataAge",
               "/CanBridge/Implausible", "/Ac/Out/P", "/State")
@@ -598,6 +599,13 @@ class FaultSystem:
     def energy(self) -> dict[str, float]:
         assert self.monitor is not None
         return {e: self.monitor.latest(f"energy/{e}") for e in ENERGY}
+
+    def energy_sample(self) -> tuple[float, dict[str, float]]:
+        """The energy counters of the latest D-Bus sample, with the time it was taken."""
+        assert self.monitor is not None
+        with self.monitor.lock:
+            t, values = next((t, v) for t, v in reversed(self.monitor.samples) if v)
+        return t, {e: values.get(f"energy/{e}") for e in ENERGY}
 
     def energy_drops(self, since: float, until: float | None = None
                      ) -> list[tuple[str, float, float]]:

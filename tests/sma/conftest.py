@@ -22,7 +22,7 @@ import pytest
 
 from sim.sma import wire
 from tests.fixtures.canlink import CanLink
-from tests.fixtures.procs import Proc, python_cmd
+from tests.fixtures.procs import Proc, python_cmd, stop_all
 from tests.fixtures.venus import DbusDaemon, SettingsService, wait_for_name
 
 BATTERY = "com.victronenergy.battery.sim_sma"
@@ -231,8 +231,7 @@ def sma(dbus_daemon: DbusDaemon, settings_service: SettingsService, canlink: Can
     try:
         yield system
     finally:
-        for p in reversed(procs):
-            p.stop()
+        stop_all(procs)
         procs.clear()
         tap.close()
         if system.bus is not None:

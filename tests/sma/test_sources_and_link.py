@@ -39,10 +39,13 @@ def test_default_source_is_systemcalcs_active_battery_never_a_vebus(sma: SmaSyst
     start_systemcalc(sma)
     sma.start_bridge(battery=None, settings=FAST_LADDER)
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v == "normal", 15)
-    # systemcalc falls back to the vebus service (ours: instance 261) as the battery
+    # systemcalc falls back to the vebus service (ours, at its own device instance) as the
+    # battery
+    own = sma.vebus("/DeviceInstance")
+    assert isinstance(own, int)
     t0 = time.monotonic()
     assert sma.call(SYSTEM, "/ActiveBatteryService", "SetValue",
-                    "com.victronenergy.vebus/261") == 0
+                    f"com.victronenergy.vebus/{own}") == 0
     # no BMS data: the ladder escalates (scaled 2/5/10 s) to charge current 0 and a stop
     sma.wait_vebus("/CanBridge/Ladder", lambda v: v is not None and v.startswith("alarm"), 12)
     t_alarm = time.monotonic() - t0

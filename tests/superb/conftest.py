@@ -20,7 +20,7 @@ import pytest
 
 from driver.schema import load_schema
 from tests.fixtures.canlink import CanLink
-from tests.fixtures.procs import Proc, python_cmd
+from tests.fixtures.procs import Proc, python_cmd, stop_all
 from tests.fixtures.venus import DbusDaemon, SettingsService, real_localsettings
 
 BUSITEM = "com.victronenergy.BusItem"
@@ -176,8 +176,9 @@ class System:
         self.sim: Sim | None = None
         self.driver: Proc | None = None
 
-    def start_sim(self, *args: str, name: str = "sim") -> Sim:
-        proc = Proc(python_cmd("sim.superb", "--control-port", "0", *args), self.env, name)
+    def start_sim(self, *args: str, name: str = "sim", module: str = "sim.superb") -> Sim:
+        """Start a battery simulator (``sim.superb``, or ``sim.superb_quirky``)."""
+        proc = Proc(python_cmd(module, "--control-port", "0", *args), self.env, name)
         self.procs.append(proc)
         sim = Sim(proc)
         if self.sim is None:
@@ -215,8 +216,7 @@ def superb(dbus_daemon: DbusDaemon, canlink: CanLink, procs: list[Proc],
     try:
         yield system
     finally:
-        for p in reversed(procs):
-            p.stop()
+        stop_all(procs)
         procs.clear()
         system.client.close()
         svc.stop()

@@ -8,7 +8,8 @@ from driver.superb import battery as bat
 from driver.superb.poller import NodeReport
 
 BASE = {"voltage": 13.2, "current": -10.0, "soc": 50, "temperature": 20.0, "errors": 0,
-        "warnings": 0, "max_charge_current": 100.0, "max_discharge_current": 150.0}
+        "warnings": 0, "max_charge_current": 100.0, "max_discharge_current": 150.0,
+        "cell_temperature_min": 19.5, "cell_temperature_max": 20.5}
 
 
 def report(node: int = 1, online: bool = True, capacity: int | None = 100,
@@ -32,12 +33,55 @@ def test_derating_and_cold_and_unknown_temperature() -> None:
     assert hot.ccl == 0 and hot.dcl == 0
 
 
+def test_lowest_cell_temperature_decides_charging() -> None:
+    """One temperature rule (driver/safety.py): the lowest temperature known, the lowest cell
+    temperature (2023:01) included; a cell temperature the battery does not have is absent,
+    one it has but that is unknown blocks charging."""
+    lim = bat.Limits()
+    cold_cell = bat.charge_limits(report(temperature=10.0, cell_temperature_min=0.0), lim)
+    assert cold_cell.ccl == 0 and not cold_cell.allow_charge and cold_cell.dcl == 150.0
+    cool_cell = bat.charge_limits(report(temperature=10.0, cell_temperature_min=1.0), lim)
+    assert cool_cell.ccl == pytest.approx(20.0)  # 1 °C: 1/5 of the way from 0 to 5 °C
+    hot_cell = bat.charge_limits(report(temperature=30.0, cell_temperature_max=46.0), lim)
+    assert hot_cell.ccl == 0 and hot_cell.dcl == 150.0
+    unknown_cell = bat.charge_limits(report(cell_temperature_min=None), lim)
+    assert unknown_cell.ccl == 0
+    absent = report(cell_temperature_min=None, cell_temperature_max=None)
+    absent = NodeReport(**{**absent.__dict__, "missing": {"cell_temperature_min": 0x06090011,
+                                                          "cell_temperature_max": 0x06090011}})
+    assert bat.charge_limits(absent, lim).ccl == 100.0
+
+
+def test_values_too_old_are_unknown() -> None:
+    """A value read longer ago than value_max_age counts as unknown (no charging)."""
+    lim = bat.Limits(value_max_age=4.0)
+    fresh = {k: 100.0 for k in BASE}
+    r = NodeReport(node_id=1, online=True, values=dict(BASE), stamps=fresh)
+    assert bat.charge_limits(r, lim, now=103.0).ccl == 100.0
+    old = NodeReport(node_id=1, online=True, values=dict(BASE),
+                     stamps={**fresh, "max_charge_current": 95.0})
+    verdict = bat.charge_limits(old, lim, now=103.0)
+    assert verdict.ccl == 0 and verdict.dcl == 150.0
+    assert any("8 s old" in why for why in verdict.reasons)
+
+
 def test_battery_limit_and_error_bits_lower_the_settings() -> None:
     lim = bat.Limits(max_charge_current=80.0)
     assert bat.charge_limits(report(max_charge_current=35.0), lim).ccl == 35.0
-    assert bat.charge_limits(report(max_charge_current=None), lim).ccl == 80.0
     uv = bat.charge_limits(report(errors=1 << 3), lim)  # pack under-voltage
     assert uv.allow_charge and not uv.allow_discharge and uv.dcl == 0
+
+
+def test_unknown_battery_limits_and_error_bits_fail_closed() -> None:
+    """Issue 11: 5021 unreadable (abort, bad answer, too old) is 0, never the 80 A setting;
+    an unreadable error bitfield blocks charging."""
+    lim = bat.Limits(max_charge_current=80.0, max_discharge_current=120.0)
+    no_ccl = bat.charge_limits(report(max_charge_current=None), lim)
+    assert no_ccl.ccl == 0 and not no_ccl.allow_charge and no_ccl.dcl == 120.0
+    no_dcl = bat.charge_limits(report(max_discharge_current=None), lim)
+    assert no_dcl.dcl == 0 and not no_dcl.allow_discharge and no_dcl.ccl == 80.0
+    no_err = bat.charge_limits(report(errors=None), lim)
+    assert no_err.ccl == 0 and not no_err.allow_charge and no_err.dcl == 120.0
 
 
 def test_values_offline_are_invalid_not_zero() -> None:
@@ -57,14 +101,15 @@ def test_consumed_ah_never_positive_and_time_to_go() -> None:
     assert bat.battery_values(report(capacity=None), bat.Limits())["/InstalledCapacity"] is None
 
 
-def test_cycle_counter_by_response_size() -> None:
-    r = NodeReport(node_id=1, online=True, values={**BASE, "cycles_or_ah": 800},
-                   sizes={"cycles_or_ah": 4})
+def test_cycle_counter_never_by_response_size() -> None:
+    """Issue 12: 6050 means charge cycles whatever the length of the answer (4 bytes is not
+    CiA 418 Ah); 2014:00 wins when the battery has it."""
+    r = NodeReport(node_id=1, online=True, values={**BASE, "cycles_6050": 37},
+                   sizes={"cycles_6050": 4})
     vals = bat.battery_values(r, bat.Limits())
-    assert vals["/History/ChargeCycles"] is None and vals["/History/TotalAhCharged"] == 100.0
-    r2 = NodeReport(node_id=1, online=True, values={**BASE, "cycles_or_ah": 12},
-                    sizes={"cycles_or_ah": 2})
-    assert bat.battery_values(r2, bat.Limits())["/History/ChargeCycles"] == 12
+    assert vals["/History/ChargeCycles"] == 37 and vals["/History/TotalAhCharged"] is None
+    r2 = NodeReport(node_id=1, online=True, values={**BASE, "cycles_6050": 12, "cycles": 15})
+    assert bat.battery_values(r2, bat.Limits())["/History/ChargeCycles"] == 15
 
 
 def _members(*reports: NodeReport, limits: bat.Limits | None = None) -> list[bat.Member]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.superb.conftest import AGGREGATE, System, battery_service
+from tests.superb.conftest import AGGREGATE, MANAGER, System, battery_service
 
 BATTERY_PREFIX = "com.victronenergy.battery."
 
@@ -40,18 +40,28 @@ def test_mode_switch_and_dvcc_view(superb: System) -> None:
     superb.start_driver()
     c = superb.client
     _all_connected(superb, (1, 2, 3))
-    assert not c.has(AGGREGATE)
-    c.wait("three BMSes", lambda: len(_bms_services(superb)) == 3, 5)
+    # Mode is individual (0), but with three batteries the aggregate is the one BMS: individual
+    # mode is refused, logged and shown (issue 12)
+    assert c.has(AGGREGATE)
+    assert _bms_services(superb) == [AGGREGATE]
+    assert "individual mode refused for 3 batteries" in c.value(MANAGER, "/Status/ModeNote")
+    assert c.value(MANAGER, "/Status/Mode") == 1
+    assert superb.driver is not None
+    superb.driver.wait_for(r"individual mode refused for 3 batteries", 2)
 
-    t0 = time.monotonic()
     assert c.setting("Mode", 1) == 0
-    c.wait("aggregate", lambda: c.has(AGGREGATE), 2)
-    assert time.monotonic() - t0 <= 1.5
+    c.wait("note cleared", lambda: c.value(MANAGER, "/Status/ModeNote") == "", 2)
     c.wait("aggregate online", lambda: c.value(AGGREGATE, "/System/NrOfModulesOnline") == 3, 5)
     _all_connected(superb, (1, 2, 3))
     assert _bms_services(superb) == [AGGREGATE]  # exactly one BMS for DVCC
     for n in (1, 2, 3):
-        assert "/Info/MaxChargeVoltage" not in c.items(battery_service(n))
+        items = c.items(battery_service(n))
+        for path in ("/Info/MaxChargeVoltage", "/Info/MaxChargeCurrent",
+                     "/Info/MaxDischargeCurrent"):
+            assert path not in items
+        assert items["/CanBridge/MaxChargeCurrent"] == pytest.approx(30.0 if n == 2 else 100.0)
+    # limits rise at LimitRampRate from where they were while batteries were still joining
+    c.wait_value(AGGREGATE, "/Info/MaxDischargeCurrent", lambda v: v == pytest.approx(450.0), 3)
     agg = c.items(AGGREGATE)
     assert agg["/Dc/0/Current"] == pytest.approx(12.0, abs=0.01)
     assert agg["/Dc/0/Voltage"] == pytest.approx(13.2, abs=0.01)
@@ -85,10 +95,16 @@ def test_mode_switch_and_dvcc_view(superb: System) -> None:
         sim.cmd(f"back {n}")
     c.wait_value(AGGREGATE, "/System/NrOfModulesOnline", lambda v: v == 3, 5)
 
+    # individual mode with one battery: that battery is the BMS, the aggregate goes
     assert c.setting("Mode", 0) == 0
-    c.wait("aggregate gone", lambda: not c.has(AGGREGATE), 2)
-    _all_connected(superb, (1, 2, 3))
-    c.wait("three BMSes again", lambda: len(_bms_services(superb)) == 3, 5)
+    assert c.setting("NodeIds", "1") == 0
+    c.wait("aggregate gone", lambda: not c.has(AGGREGATE), 3)
+    _all_connected(superb, (1,))
+    c.wait("one BMS: battery 1", lambda: _bms_services(superb) == [battery_service(1)], 5)
+    assert c.value(MANAGER, "/Status/ModeNote") == ""
+    # two batteries again: straight back to the aggregate, never two BMSes
+    assert c.setting("NodeIds", "1,2") == 0
+    c.wait("aggregate back", lambda: _bms_services(superb) == [AGGREGATE], 5)
 
 
 def test_node_list_and_limits_live(superb: System) -> None:
@@ -102,10 +118,10 @@ def test_node_list_and_limits_live(superb: System) -> None:
     _all_connected(superb, (1, 2, 3))
     t0 = time.monotonic()
     assert c.setting("MaxChargeCurrent", 42.0) == 0
-    c.wait_value(battery_service(1), "/Info/MaxChargeCurrent", lambda v: v == 42.0, 2)
+    c.wait_value(AGGREGATE, "/Info/MaxChargeCurrent", lambda v: v == 3 * 42.0, 2)
     assert time.monotonic() - t0 <= 1.0
     assert c.setting("ChargeVoltage", 14.0) == 0
-    c.wait_value(battery_service(2), "/Info/MaxChargeVoltage", lambda v: v == 14.0, 1)
+    c.wait_value(AGGREGATE, "/Info/MaxChargeVoltage", lambda v: v == 14.0, 1)
     # poll interval: from 0.3 s to 2 s, seen in the simulator's request counts
     assert c.setting("PollInterval", 2.0) == 0
     sim = superb.sim
@@ -126,3 +142,27 @@ def test_node_list_and_limits_live(superb: System) -> None:
     n, t1 = next_read(n)
     _, t2 = next_read(n)
     assert 1.8 <= t2 - t1 <= 2.5
+
+
+def test_unanswered_node_counts_as_offline_from_the_first_second(superb: System) -> None:
+    """Issue 12: three nodes configured (Mode individual, the default), none answering yet: the
+    aggregate is the BMS from the start, with every node offline and CCL 0; when two answer, the
+    third still has its place as offline: CCL for the two (2 × 100 A), BmsCable 1."""
+    superb.start_driver()
+    c = superb.client
+    t0 = time.monotonic()
+    c.wait("aggregate", lambda: c.has(AGGREGATE), 2)
+    c.wait("all offline", lambda: c.value(AGGREGATE, "/System/NrOfModulesOffline") == 3, 2)
+    assert time.monotonic() - t0 <= 2.0
+    agg = c.items(AGGREGATE)
+    assert agg["/System/NrOfBatteries"] == 3
+    assert agg["/Info/MaxChargeCurrent"] == 0 and agg["/Info/MaxDischargeCurrent"] == 0
+    assert agg["/Alarms/BmsCable"] == 2
+    assert _bms_services(superb) == [AGGREGATE]  # the one BMS, with CCL 0, from the start
+    superb.start_sim("--nodes", "1,2", "--hold")
+    c.wait("two online", lambda: c.value(AGGREGATE, "/System/NrOfModulesOnline") == 2, 15)
+    agg = c.items(AGGREGATE)
+    assert agg["/System/NrOfModulesOffline"] == 1
+    assert agg["/Alarms/BmsCable"] == 1
+    c.wait_value(AGGREGATE, "/Info/MaxChargeCurrent", lambda v: v == 200.0, 5)
+    assert _bms_services(superb) == [AGGREGATE]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.superb.conftest import System, battery_service
+from tests.superb.conftest import AGGREGATE, System, battery_service
 
 
 @pytest.fixture
@@ -35,9 +35,11 @@ def test_vanish_and_return_default_timing(superb: System) -> None:
     for path in ("/Dc/0/Voltage", "/Dc/0/Current", "/Soc", "/Dc/0/Temperature",
                  "/Dc/0/Power", "/Capacity"):
         assert items[path] is None, path
-    assert items["/Info/MaxChargeCurrent"] == 0
-    assert items["/Info/MaxDischargeCurrent"] == 0
-    assert items["/Info/MaxChargeVoltage"] is not None  # still a BMS for DVCC
+    # two batteries: the aggregate is the BMS; it counts battery 2 as offline
+    assert "/Info/MaxChargeVoltage" not in items and "/Info/MaxChargeCurrent" not in items
+    c.wait_value(AGGREGATE, "/System/NrOfModulesOffline", lambda v: v == 1, 2)
+    assert c.value(AGGREGATE, "/Alarms/BmsCable") == 1
+    assert c.value(AGGREGATE, "/Info/MaxChargeVoltage") is not None
     assert c.value(battery_service(1), "/Connected") == 1  # the other one is unaffected
     t0 = time.monotonic()
     sim.cmd("back 2")

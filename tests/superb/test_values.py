@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.superb.conftest import MANAGER, SERIAL_BASE, System, battery_service
+from tests.superb.conftest import AGGREGATE, MANAGER, SERIAL_BASE, System, battery_service
 
 # The paths a Lynx Smart BMS publishes (reference recording) that a SuperB can feed too.
 BMS_PATHS = ("/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc",
@@ -32,9 +34,18 @@ def test_values_match_simulator(superb: System) -> None:
         svc = battery_service(node)
         c.wait(f"{svc} connected", lambda s=svc: c.value(s, "/Connected") == 1, 15)
     items = {n: c.items(battery_service(n)) for n in (1, 2, 3)}
+    # three batteries: the aggregate is the one BMS, the batteries carry no /Info/Max* paths;
+    # their own limits are on the manager's /Status/Nodes
+    limit_paths = {"/Info/MaxChargeVoltage", "/Info/MaxChargeCurrent",
+                   "/Info/MaxDischargeCurrent"}
+    c.wait_value(MANAGER, "/Status/Online", lambda v: v == 3, 3)  # status lags by a tick
+    nodes = json.loads(c.value(MANAGER, "/Status/Nodes"))
     for n, it in items.items():
-        missing = [p for p in BMS_PATHS if p not in it]
+        missing = [p for p in BMS_PATHS if p not in it and p not in limit_paths]
         assert not missing, f"node {n} lacks {missing}"
+        assert not limit_paths & set(it), f"node {n} publishes BMS limits"
+        it["/Info/MaxChargeCurrent"] = nodes[str(n)]["ccl"]
+        it["/Info/MaxDischargeCurrent"] = nodes[str(n)]["dcl"]
         assert it["/Serial"] == str(SERIAL_BASE + n)
         assert it["/ProductId"] == 0xBA77
     one, two, three = items[1], items[2], items[3]
@@ -48,7 +59,7 @@ def test_values_match_simulator(superb: System) -> None:
     assert one["/CanBridge/RemainingCapacity"] == pytest.approx(64.0)
     assert one["/ConsumedAmphours"] == pytest.approx(-10.5)
     assert one["/TimeToGo"] is None  # charging: no time to go
-    assert one["/Info/MaxChargeVoltage"] == pytest.approx(14.2)
+    assert c.value(AGGREGATE, "/Info/MaxChargeVoltage") == pytest.approx(14.2)
     assert one["/Info/MaxChargeCurrent"] == pytest.approx(100.0)
     assert one["/Info/MaxDischargeCurrent"] == pytest.approx(150.0)
     assert one["/Io/AllowToCharge"] == 1
@@ -73,6 +84,7 @@ def test_values_match_simulator(superb: System) -> None:
 
 def test_alarm_bits_and_battery_limits(superb: System) -> None:
     sim = superb.start_sim("--nodes", "1", "--hold")
+    assert superb.client.setting("NodeIds", "1") == 0  # one battery: it is the BMS itself
     superb.start_driver()
     c = superb.client
     svc = battery_service(1)

@@ -206,7 +206,7 @@ def test_lone_surrogate_after_a_good_value_writes_nothing(start_server: Callable
     status, body = c.request("POST", "/api/settings", raw=raw)
     assert status == 400, body
     assert bus.get(CV) == before
-    assert bus.get(P + "Superb/CanInterface") == "vecan0"
+    assert bus.get(P + "Superb/CanInterface") == "auto"
 
 
 # -- 7. slow clients -------------------------------------------------------------------------
