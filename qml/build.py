@@ -343,6 +343,32 @@ def classic_in_use(setting: Setting) -> list[str]:
             "\t}", "}"]
 
 
+#: the classic gui's service names for the same refusal lines (VBusItem binds a plain service
+#: name; dbus-sma's vebus service is found through systemcalc's /VebusService)
+CLASSIC_REFUSAL_SOURCES = {"Superb/": '"com.victronenergy.canbridge.superb"', "Sma/": None}
+
+
+def classic_refusal_item(schema: Schema, group: Group) -> list[list[str]]:
+    """Classic gui: a read-only line with the driver's last refusal in this group (or none);
+    shown only while there is one."""
+    keys = [s.key for s in schema.in_group(group.id)]
+    for prefix, service in CLASSIC_REFUSAL_SOURCES.items():
+        if not any(k.startswith(prefix) for k in keys):
+            continue
+        lines = ["MbSubMenu {", '\tdescription: refusal.valid ? ' + tr("Refused by the driver")
+                 + ' + ": " + refusal.value : ""',
+                 '\tshow: refusal.valid && String(refusal.value) !== ""']
+        if service is None:
+            lines += ["", "\tVBusItem {", "\t\tid: refusalService",
+                      '\t\tbind: "com.victronenergy.system/VebusService"', "\t}"]
+            bind = f'refusalService.valid ? refusalService.value + {qstr(REFUSAL_PATH)} : ""'
+        else:
+            bind = f"{service} + {qstr(REFUSAL_PATH)}"
+        lines += ["", "\tVBusItem {", "\t\tid: refusal", f"\t\tbind: {bind}", "\t}", "}"]
+        return [lines]
+    return []
+
+
 def v2_page(title_expr: str, items: list[list[str]], root: str = "Page",
             extra: list[str] | None = None) -> str:
     """A gui-v2 page with a list of items."""
@@ -530,7 +556,8 @@ def classic_files(schema: Schema) -> dict[str, str]:
         name = classic_page(group)
         has_can = any(is_can_interface_setting(s.key) for s in settings)
         files[name + ".qml"] = classic_page_text(
-            tr(group.label), classic_group_items(settings),
+            tr(group.label), [*classic_refusal_item(schema, group),
+                              *classic_group_items(settings)],
             extra=["", *CLASSIC_CAN_FUNCTIONS] if has_can else None)
         menu.append(classic_menu_entry(group.label, name))
     files[CLASSIC_MENU_PAGE + ".qml"] = classic_page_text(qstr(PLUGIN_NAME), menu)

@@ -46,6 +46,7 @@ from flask import (
 
 from driver import configio, diag
 from webui.security import error_response, ext
+from webui.writes import WRITE_LOCK
 
 log = logging.getLogger("canbridge.web.config")
 bp = Blueprint("config", __name__, url_prefix="/config")
@@ -142,18 +143,21 @@ def import_confirm() -> Response:
         return _refused(exc.errors)
     backend = ext()["backend"]
     schema = ext()["schema"]
-    current = _settings_or_503()
-    if isinstance(current, Response):
-        return current
-    if configio.fingerprint(schema, current) != expect:
-        return _show_diff(text, checked, current, 409,
-                          "The settings changed since these differences were shown (someone "
-                          "or something else wrote a setting). Nothing was written: review the "
-                          "differences below and confirm again.")
-    try:
-        res = configio.apply_document(schema, backend, checked, expect=expect)
-    except configio.ImportRefused as exc:
-        return _refused(exc.errors, 409)
+    # the same lock as every other write of the page (webui/writes.py): the check against
+    # the settings in force and the writes happen with no other write of the page between
+    with WRITE_LOCK:
+        current = _settings_or_503()
+        if isinstance(current, Response):
+            return current
+        if configio.fingerprint(schema, current) != expect:
+            return _show_diff(text, checked, current, 409,
+                              "The settings changed since these differences were shown (someone "
+                              "or something else wrote a setting). Nothing was written: review the "
+                              "differences below and confirm again.")
+        try:
+            res = configio.apply_document(schema, backend, checked, expect=expect)
+        except configio.ImportRefused as exc:
+            return _refused(exc.errors, 409)
     if res.refused:
         undone = ", ".join(res.rolled_back) or "nothing"
         return _refused([f"{res.refused}. The values written before it were put back "

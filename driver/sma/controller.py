@@ -154,7 +154,7 @@ class Config:
     capacity: float = field(default=0.0, metadata={"key": "BatteryCapacity"})
     start_repeat: float = field(default=5.0, metadata={"key": "StartRepeatInterval"})
     dvcc_timeout: float = field(default=60.0, metadata={"key": "DvccTimeout"})
-    frozen_time: float = field(default=1800.0, metadata={"key": "FrozenDataTime"})
+    frozen_time: float = field(default=3600.0, metadata={"key": "FrozenDataTime"})
 
     @classmethod
     def from_settings(cls, get: Callable[[str], Any]) -> Config:

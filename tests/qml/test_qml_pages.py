@@ -567,7 +567,10 @@ def test_classic_pages_render(built: qbuild.BuildResult, schema: Schema,
     assert {k for k in backend.items if k[1] not in attached} == {
         ("com.victronenergy.system", "/VebusService"),
         ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/BatterySource"),
-        ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/SocSource")}
+        ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/SocSource"),
+        # and the drivers' last refused setting (issue 14)
+        ("com.victronenergy.vebus.canbridge_sma_can1", "/CanBridge/LastRefusal"),
+        ("com.victronenergy.canbridge.superb", "/CanBridge/LastRefusal")}
 
 
 def test_classic_pages_offer_the_can_ports_labelled_from_the_gx(

@@ -58,3 +58,42 @@ def test_superb_pages_show_the_last_refusal(tmp_path: Path, refusal: str) -> Non
                 pv.grab("gui-v2-refusal")
     finally:
         qtkit.unregister(rcc)
+
+
+@pytest.mark.parametrize("refusal", [TEXT, ""])
+def test_classic_pages_show_the_last_refusal(tmp_path: Path, refusal: str) -> None:
+    """The classic gui shows the same line (issue 14: both GUIs): SuperB's from its manager
+    service, SMA's from the vebus service systemcalc names; hidden when there is none."""
+    from PySide6.QtCore import QUrl
+    from PySide6.QtQuick import QQuickItem
+
+    from tests.qml.test_qml_pages import classic_dir
+
+    schema = load_schema()
+    built = qbuild.build(tmp_path / "qml", schema)
+    d = classic_dir(built, tmp_path)
+    vebus = "com.victronenergy.vebus.canbridge_sma_can1"
+    values: dict[Any, Any] = {(SETTINGS, s.path): s.dbus_default() for s in schema}
+    values[(SUPERB, "/CanBridge/LastRefusal")] = refusal
+    values[("com.victronenergy.system", "/VebusService")] = vebus
+    values[(vebus, "/CanBridge/LastRefusal")] = refusal.replace("Superb/", "Sma/")
+    backend = StubBackend(MemoryStore(values, {}))
+    pages = {"superb": "PageCanBridgeSuperbLimits", "sma": None}
+    with page_view(d / "ClassicHarness.qml", [qtkit.CLASSIC_STUBS]) as pv:
+        pv.singleton("com.victron.velib", "StubBus").setProperty("_stubBackend", backend)
+        pv.start(480, 272)
+        sma_pages = sorted(f.stem for f in d.glob("PageCanBridgeSma*.qml"))
+        assert sma_pages
+        pages["sma"] = sma_pages[0]
+        for who, stem in pages.items():
+            page = pv.load(QUrl.fromLocalFile(str(d / f"{stem}.qml")).toString())
+            assert pv.warnings == [], pv.warnings
+            rows = [o for o in page.findChildren(QQuickItem)
+                    if str(o.property("_stubLabel") or "").startswith("Refused by the driver")]
+            shown = [r for r in rows if r.property("visible")]
+            if refusal:
+                assert len(shown) == 1, who
+                want = refusal if who == "superb" else refusal.replace("Superb/", "Sma/")
+                assert shown[0].property("_stubLabel") == "Refused by the driver: " + want
+            else:
+                assert shown == [], who
