@@ -518,8 +518,8 @@ def cold_and_offline(s: System, r: Report) -> None:
     warm = wait_for("warm", lambda: (b.get(s.vebus, bol) or 0) > 0, 60)
     r.check(sc, "warm again: BOL MaxChargeCurrent back above 0", warm is not None,
             f"{b.get(s.vebus, bol)} (aggregate {b.get(AGGREGATE, '/Info/MaxChargeCurrent')})")
-    full = wait_for("full", lambda: near(b.get(AGGREGATE, "/Info/MaxChargeCurrent"), before,
-                                         0.5), 60) or b.get(AGGREGATE, "/Info/MaxChargeCurrent")
+    # let the aggregate ramp back to its warm limit (LimitRampRate) before the next step
+    wait_for("full", lambda: near(b.get(AGGREGATE, "/Info/MaxChargeCurrent"), before, 0.5), 60)
     full = b.get(AGGREGATE, "/Info/MaxChargeCurrent")
     s.sim("vanish 3")
     t0 = time.monotonic()
