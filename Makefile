@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DURATION ?= 0
 BENCH_DURATION ?= 600
 ARTIFACTS ?= artifacts
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 PYTEST := $(VENV)/bin/pytest -q
 
 .PHONY: all deps system venv test lint typecheck pytest pytest-faults pytest-main pytest-web pytest-soak demo replay bench soak dist qml clean
