@@ -57,14 +57,22 @@ def svstat(service: Path) -> tuple[str, int | None]:
     return "down", None
 
 
-def wait_until(what: str, condition, timeout: float) -> float:  # type: ignore[no-untyped-def]
-    """Poll ``condition`` until it is true; the time it took. Fails with ``what``."""
+def wait_until(what: str, condition, timeout: float,  # type: ignore[no-untyped-def]
+               explain=None) -> float:
+    """Poll ``condition`` until it is true; the time it took. Fails with ``what`` (and what
+    ``explain()`` says, e.g. svstat and the service's log, when given)."""
     start = time.monotonic()
     while True:
         if condition():
             return time.monotonic() - start
         if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+            detail = ""
+            if explain is not None:
+                try:
+                    detail = "\n" + str(explain())
+                except Exception as exc:  # noqa: BLE001 - a failing explanation must not hide the failure
+                    detail = f"\n(no details: {exc})"
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{detail}", pytrace=False)
         time.sleep(0.05)
 
 
@@ -136,8 +144,12 @@ def test_services_run_and_come_back_under_supervise(
     )
     service = gx_root / "service"
     # svscan picks the new services up (it rescans every 5 s) and supervise starts them
+    def explain(n: str) -> str:  # what supervise and the service's log say
+        return f"svstat: {svstat(service / n)}\nlog:\n{log_text(gx_root, n)[-3000:]}"
+
     for name, setting in DRIVERS.items():
-        wait_until(f"{name} up", lambda n=name: svstat(service / n)[0] == "up", 20)
+        wait_until(f"{name} up", lambda n=name: svstat(service / n)[0] == "up", 40,
+                   explain=lambda n=name: explain(n))
         wait_until(f"{name} logging that it runs", lambda n=name: running_lines(gx_root, n) >= 1,
                    30)
         assert get_value(settings_service, f"/Settings/CanBridge/{setting}") is not None
