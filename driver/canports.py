@@ -24,6 +24,7 @@ the hub's channels of the same names), names are resolved and checked as on a GX
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -125,6 +126,31 @@ def discover(root: Path | None = None,
         ports.append(CanPort(iface, env.get("VE_NAME") or None, env.get("VE_CAN_CONFIG") or None,
                              up, profile))
     return ports
+
+
+class PortWatch:
+    """:func:`discover`, re-read from sysfs at most every ``max_age`` seconds: what a driver
+    publishes every second on its main loop, without a sysfs scan each time."""
+
+    def __init__(self, max_age: float = 2.0, clock: Any = None, source: Any = None) -> None:
+        import time
+
+        self.max_age = max_age
+        self._clock = clock or time.monotonic
+        self._source = source or discover
+        self._at = -math.inf
+        self._ports: list[CanPort] = []
+
+    def ports(self) -> list[CanPort]:
+        """The CAN interfaces found, at most ``max_age`` seconds old."""
+        now = self._clock()
+        if now - self._at >= self.max_age:
+            self._ports, self._at = self._source(), now
+        return self._ports
+
+    def invalidate(self) -> None:
+        """Read sysfs again at the next call (e.g. after the CanInterface setting changed)."""
+        self._at = -math.inf
 
 
 def vecan_port(ports: list[CanPort]) -> CanPort | None:

@@ -107,3 +107,21 @@ def test_open_bus_refuses_with_the_message(monkeypatch: pytest.MonkeyPatch, cerb
     # an interface that exists is handed to python-can (a virtual bus stands in for SocketCAN)
     bus = open_bus("virtual:x", 250000, role=ROLE_SUPERB)
     bus.shutdown()
+
+
+def test_port_watch_rereads_sysfs_only_after_its_age() -> None:
+    """A driver publishes the ports every second; sysfs is read again only after max_age."""
+    calls: list[int] = []
+    now = [100.0]
+    watch = canports.PortWatch(max_age=2.0, clock=lambda: now[0],
+                               source=lambda: calls.append(1) or [])
+    for t in (100.0, 100.5, 101.9):
+        now[0] = t
+        watch.ports()
+    assert len(calls) == 1
+    now[0] = 102.0
+    watch.ports()
+    assert len(calls) == 2
+    watch.invalidate()
+    watch.ports()
+    assert len(calls) == 3

@@ -47,6 +47,7 @@ from dbus.mainloop.glib import DBusGMainLoop
 from gi.repository import GLib
 
 from driver.schema import Schema, Setting
+from driver.venus import busclient
 
 log = logging.getLogger("canbridge.web.dbus")
 
@@ -71,31 +72,10 @@ class BackendTimeout(BackendUnavailable):
     """A D-Bus call did not answer in time; it may or may not have been carried out."""
 
 
-def unwrap(value: Any) -> Any:
-    """A received D-Bus value as plain Python; the invalid marker (empty array) is ``None``."""
-    if isinstance(value, dbus.Array):
-        return [unwrap(v) for v in value] if len(value) else None
-    if isinstance(value, dbus.Dictionary):
-        return {str(k): unwrap(v) for k, v in value.items()}
-    if isinstance(value, dbus.Boolean):
-        return int(value)
-    if isinstance(value, (dbus.Byte, dbus.Int16, dbus.UInt16, dbus.Int32, dbus.UInt32,
-                          dbus.Int64, dbus.UInt64)):
-        return int(value)
-    if isinstance(value, dbus.Double):
-        return float(value)
-    if isinstance(value, (dbus.String, dbus.ObjectPath, dbus.Signature)):
-        return str(value)
-    return value
-
-
-def wrap_typed(kind: str, value: Any) -> Any:
-    """A value for ``SetValue``/``AddSettings`` with the D-Bus type of setting type ``kind``."""
-    if kind == "i":
-        return dbus.Int32(int(value), variant_level=1)
-    if kind == "f":
-        return dbus.Double(float(value), variant_level=1)
-    return dbus.String(str(value), variant_level=1)
+#: received D-Bus value -> plain Python (invalid -> None), and a value typed for a setting:
+#: the one implementation in driver/venus/busclient.py, shared with canbridge-config
+unwrap = busclient.plain
+wrap_typed = busclient.typed_variant
 
 
 def wrap_plain(value: Any) -> Any:

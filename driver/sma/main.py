@@ -228,6 +228,7 @@ class Bridge:
         self.config = self._read_config() or Config()
         iface = self.get("Sma/CanInterface")
         self.can_error = ""  # why the CAN link cannot be opened ("" when it is open)
+        self._port_watch = canports.PortWatch()  # the GX's CAN interfaces, published
         self.link = CanLink(self._open_link, self._on_frame, describe=iface)
         self.sender = BmsSender(
             self.link, Inputs(self.config), float(self.get("Sma/SendInterval")),
@@ -648,7 +649,7 @@ class Bridge:
         values["/CanBridge/TxFailures"] = self.sender.stats.failures
         values["/CanBridge/Reopens"] = max(0, self.link.reopens - 1)
         values["/CanBridge/CanInterfaces"] = json.dumps(
-            [p.to_dict() for p in canports.discover()], sort_keys=True)
+            [p.to_dict() for p in self._port_watch.ports()], sort_keys=True)
         values["/CanBridge/CanError"] = self.can_error
         values["/CanBridge/BuildFailures"] = self.sender.stats.build_failures
         values["/CanBridge/RxTooShort"] = snap.too_short
