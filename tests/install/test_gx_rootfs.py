@@ -125,7 +125,11 @@ def ro_gx(tmp_path: Path) -> Iterator[RoGx]:
     try:
         gx = RoGx(root, ns.pid)
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{ns.pid}/ns/mnt").resolve() == Path("/proc/self/ns/mnt").resolve():
+        # ready once unshare has exec'd sleep: only then is the new namespace's propagation
+        # private (unshare sets it after unshare(2)); a mount made before could reach the host
+        comm = Path(f"/proc/{ns.pid}/comm")
+        while (Path(f"/proc/{ns.pid}/ns/mnt").resolve() == Path("/proc/self/ns/mnt").resolve()
+               or comm.read_text().strip() != "sleep"):
             assert time.monotonic() < deadline, "unshare did not start"
             time.sleep(0.01)
         # a fresh tmpfs (its own superblock, only in this namespace), filled, then read-only
