@@ -78,9 +78,11 @@ def cycle(bus: can.BusABC, nodes: Iterable[int], objects: Iterable[objs.ObjectDe
     return result
 
 
+#: what the driver reads in every cycle (the temperatures only every TemperaturePollInterval)
 FAST_OBJECTS = tuple(o for o in objs.OBJECTS if o.rate is objs.Rate.FAST)
-#: what the driver reads in a full cycle (fast and slow objects), for a like-for-like comparison
-FULL_OBJECTS = tuple(o for o in objs.OBJECTS if o.rate in (objs.Rate.FAST, objs.Rate.SLOW))
+#: what the driver reads in a full cycle (every object but the identity), like for like
+FULL_OBJECTS = tuple(o for o in objs.OBJECTS
+                     if o.rate in (objs.Rate.FAST, objs.Rate.TEMPERATURE, objs.Rate.SLOW))
 
 
 def pct(values: list[float], p: float) -> float:

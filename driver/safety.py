@@ -117,6 +117,9 @@ class Reading(Generic[T]):
 
     value: T | None
     at: float
+    #: the source's own age limit (s); when set it replaces the ``max_age`` a caller passes
+    #: (a value read every 5 s must not be judged by a limit made for one read every second)
+    max_age: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -128,8 +131,10 @@ class Reading(Generic[T]):
         return max(0.0, now - self.at)
 
     def usable(self, now: float, max_age: float) -> T | None:
-        """The value if valid and no older than ``max_age`` seconds, else ``None``."""
-        if self.value is None or not now - self.at <= max_age:
+        """The value if valid and no older than its own age limit (if it has one) or else
+        ``max_age`` seconds; ``None`` otherwise."""
+        limit = max_age if self.max_age is None else self.max_age
+        if self.value is None or not now - self.at <= limit:
             return None
         return self.value
 
@@ -152,7 +157,8 @@ class TemperaturePolicy:
 def temperature_extremes(temps: Iterable[Reading[float]], now: float,
                          max_age: float) -> tuple[float, float] | None:
     """(lowest, highest) of the temperature readings, or ``None`` when there is none or any
-    of them is invalid or older than ``max_age`` (an unknown temperature is not a warm one)."""
+    of them is invalid or older than ``max_age`` or its own limit (an unknown temperature is not a
+    warm one)."""
     vals: list[float] = []
     for r in temps:
         v = r.usable(now, max_age)
@@ -214,7 +220,8 @@ def charge_verdict(*, now: float, max_age: float, policy: TemperaturePolicy,
 
     ``required``: name -> reading that must be valid and fresh (else no charging);
     ``blocks``: name -> True when that condition forbids charging (an alarm, allow-to-charge
-    off). ``max_age`` applies to the temperatures and the required readings alike.
+    off). ``max_age`` applies to the temperatures and the required readings alike, except to a
+    reading with its own age limit (:attr:`Reading.max_age`).
     """
     reasons: list[str] = []
     ext = temperature_extremes(temperatures, now, max_age)

@@ -172,16 +172,19 @@ def clean_values(report: NodeReport) -> dict[str, Any]:
 
 
 def _reading(report: NodeReport, values: dict[str, Any], key: str) -> safety.Reading[float]:
-    """A cleaned value as a :class:`~driver.safety.Reading` with the time it was read."""
+    """A cleaned value as a :class:`~driver.safety.Reading` with the time it was read and the
+    age limit of its poll rate (``None``: the caller's, ``Limits.value_max_age``)."""
     v = values.get(key)
-    return safety.Reading(None if v is None else float(v), report.stamps.get(key, -math.inf))
+    return safety.Reading(None if v is None else float(v), report.stamps.get(key, -math.inf),
+                          report.max_ages.get(key))
 
 
 def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) -> ChargeLimits:
     """CCL/DCL of one battery, by the shared safety policy (:mod:`driver.safety`).
 
-    Charging needs the battery's own charge limit and error bits known and fresh
-    (``limits.value_max_age``), every temperature the battery has (pack, lowest and highest cell)
+    Charging needs the battery's own charge limit and error bits known and fresh (each value
+    no older than the age limit of its poll rate, ``report.max_ages``; without one
+    ``limits.value_max_age``), every temperature the battery has (pack, lowest and highest cell)
     known and fresh, the lowest above ``MinChargeTemperature`` (derated up to
     ``ChargeDerateTemperature``), the highest at most ``MaxChargeTemperature``, and no error bit
     that forbids it. CCL = min(setting, 5021:02) × that factor. DCL = min(setting, 5021:01); 0

@@ -81,6 +81,7 @@ _LIMIT_KEYS = {
     "LimitRampRate": "limit_ramp_rate",
 }
 _POLL_KEYS = {"PollInterval": "interval", "SlowPollInterval": "slow_interval",
+              "TemperaturePollInterval": "temperature_interval",
               "SdoTimeout": "sdo_timeout", "OfflineAfterTimeouts": "offline_after",
               "HeartbeatTimeout": "heartbeat_timeout", "ValueMaxAge": "max_age"}
 
@@ -127,8 +128,9 @@ class SuperbDriver:
                              for key, attr in _POLL_KEYS.items()})
 
     def _limits(self) -> bat.Limits:
-        # Safety-relevant values (all read every cycle) older than one poll interval plus
-        # ValueMaxAge count as unknown.
+        # A safety-relevant value read every cycle that is older than one poll interval plus
+        # ValueMaxAge counts as unknown; values read less often (the temperatures) carry their
+        # own limit in the report (NodeReport.max_ages), which takes precedence.
         age = float(self._setting("PollInterval")) + float(self._setting("ValueMaxAge"))
         return bat.Limits(**{attr: type(getattr(bat.Limits(), attr))(self._setting(key))
                              for key, attr in _LIMIT_KEYS.items()}, value_max_age=age)

@@ -50,6 +50,8 @@ class PollConfig:
 
     interval: float = 1.0
     slow_interval: float = 30.0
+    #: how often the temperatures are read (objects with Rate.TEMPERATURE)
+    temperature_interval: float = 5.0
     sdo_timeout: float = 0.3
     offline_after: int = 3
     heartbeat_timeout: float = 3.5
@@ -89,6 +91,8 @@ class NodeReport:
     missing: dict[str, int] = field(default_factory=dict)  #: remembered "does not exist"
     ages: dict[str, float] = field(default_factory=dict)  #: seconds since each value was read
     stamps: dict[str, float] = field(default_factory=dict)  #: monotonic time each was read
+    #: age (s) above which each value counts as unknown: its own poll period + ValueMaxAge
+    max_ages: dict[str, float] = field(default_factory=dict)
     sdo: dict[str, Any] = field(default_factory=dict)  #: answers discarded (SdoDiag)
     tpdo_keys: tuple[str, ...] = ()
     heartbeat_age: float | None = None
@@ -107,6 +111,16 @@ class _TpdoMap:
     entries: list[tuple[objs.ObjectDef | None, int, int]]  # (object, byte offset, byte length)
 
 
+def poll_period(obj: objs.ObjectDef | None, cfg: PollConfig) -> float:
+    """Seconds between two reads of ``obj`` (at most one read per poll cycle)."""
+    rate = obj.rate if obj is not None else objs.Rate.FAST
+    if rate is objs.Rate.SLOW:
+        return max(cfg.interval, cfg.slow_interval)
+    if rate is objs.Rate.TEMPERATURE:
+        return max(cfg.interval, cfg.temperature_interval)
+    return cfg.interval
+
+
 class NodePoller:
     """Polls one battery in its own thread."""
 
@@ -120,6 +134,7 @@ class NodePoller:
         self._table = table
         self._fast = [o for o in table if o.rate is objs.Rate.FAST]
         self._slow = [o for o in table if o.rate is objs.Rate.SLOW]
+        self._temperature = [o for o in table if o.rate is objs.Rate.TEMPERATURE]
         self._once = [o for o in table if o.rate is objs.Rate.ONCE]
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -149,6 +164,8 @@ class NodePoller:
         self._sizes: dict[str, int] = {}
         self._backoff: dict[str, tuple[int, float]] = {}  # key -> (failures, next try)
         self._next_slow = 0.0
+        #: temperature object -> when it is next read (absent: in the next cycle)
+        self._next_temperature: dict[str, float] = {}
 
     # -- thread --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -235,6 +252,7 @@ class NodePoller:
             return self._report(time.monotonic() - t0)
         due = [o for o in self._once if o.key not in self._identity and self._due(o, t0)]
         due += self._fast
+        due += [o for o in self._temperature if t0 >= self._next_temperature.get(o.key, 0.0)]
         if t0 >= self._next_slow:
             due += self._slow
             self._next_slow = t0 + cfg.slow_interval
@@ -264,6 +282,13 @@ class NodePoller:
             return  # the old value stays until it is too old (see _report)
         self._values[obj.key] = None if result is _ABORT else result
         self._stamps[obj.key] = time.monotonic()
+        if obj.rate is objs.Rate.TEMPERATURE and result is not None and result is not _ABORT:
+            # Read again one period later; a failed read is asked again in the next cycle.
+            # Half a cycle early, so that a cycle that starts a little before the period is
+            # over does not push the read a whole cycle later.
+            cfg = self._config()
+            self._next_temperature[obj.key] = now + max(0.0, cfg.temperature_interval
+                                                        - cfg.interval / 2)
 
     @staticmethod
     def _answered(result: Any) -> bool:
@@ -315,6 +340,7 @@ class NodePoller:
         self._read_tpdo_config(cfg)
         self._identified = True
         self._next_slow = 0.0
+        self._next_temperature = {}
         log.info("node %d: serial %s, firmware %s, %s", self.node_id,
                  self._identity.get("serial"), objs.format_firmware(self._firmware),
                  self._identity.get("device_name") or "unnamed")
@@ -515,13 +541,12 @@ class NodePoller:
         now = time.monotonic()
         values: dict[str, Any] = {}
         ages: dict[str, float] = {}
+        max_ages: dict[str, float] = {}
         for key, value in self._values.items():
             age = now - self._stamps.get(key, -math.inf)
-            obj = objs.BY_KEY.get(key)
-            period = cfg.slow_interval if obj is not None and obj.rate is objs.Rate.SLOW \
-                else cfg.interval
+            max_ages[key] = limit = poll_period(objs.BY_KEY.get(key), cfg) + cfg.max_age
             ages[key] = round(age, 3)
-            values[key] = value if age <= period + cfg.max_age else None
+            values[key] = value if age <= limit else None
         return NodeReport(
             node_id=self.node_id, online=self._online,
             serial=self._identity.get("serial"),
@@ -530,6 +555,7 @@ class NodePoller:
             aborted=dict(self._aborted),
             missing={k: code for k, (code, _) in self._missing.items()}, ages=ages,
             stamps={k: self._stamps[k] for k in values if k in self._stamps},
+            max_ages=max_ages,
             sdo=self.port.sdo_diag(self.node_id).snapshot(),
             tpdo_keys=tuple(sorted(self._fresh_tpdo(cfg))),
             heartbeat_age=hb_age, heartbeat_state=seen.heartbeat_state, frames=seen.frames,
