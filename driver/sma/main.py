@@ -329,7 +329,9 @@ class Bridge:
         svc.add_path("/FirmwareVersion", vebus.FIRMWARE_VERSION, gettextcallback=vebus.text)
         vebus.CustomName(self.app.settings, uid).add_to(svc)
         svc.add_path("/Serial", uid)
-        for path, value in vebus.STATIC_PATHS.items():
+        # the current limits hold the settings' values from the start (no input known yet)
+        statics = {**vebus.STATIC_PATHS, **vebus.input_limits(None, *self._input_limits())}
+        for path, value in statics.items():
             svc.add_path(path, value, gettextcallback=vebus.text)
         for path, value in EXTRA_PATHS.items():
             svc.add_path(path, value)
