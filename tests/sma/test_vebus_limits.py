@@ -68,6 +68,7 @@ def test_input_current_limits_follow_the_settings_live(sma: SmaSystem) -> None:
     sma.wait_vebus(IN1, lambda v: v == 32.5, 5)
     sma.wait_vebus(ACTIVE, lambda v: v == 32.5, 5)
     took = time.monotonic() - t0
+    print(f"AcIn1CurrentLimit setting -> vebus {IN1} and {ACTIVE}: {took:.2f} s")
     assert took < 3.0, took  # "within a second or so"; generous for a loaded machine
     assert text(sma, IN1) == "32.5A"
 
