@@ -158,17 +158,20 @@ def text(sma: SmaSystem, path: str) -> str:  # noqa: F811
 
 def test_sunny_island_current_limits_are_shown_fixed(sma: SmaSystem) -> None:  # noqa: F811
     """gui-v2 lists /Ac/NumberOfAcInputs buttons from /Ac/In/<n>/CurrentLimit; a button is
-    clickable unless CurrentLimitIsAdjustable is 0. The bridge cannot set the Sunny Island's
-    limits: not adjustable, and a write (Modbus 22, a dialog) is refused."""
+    clickable unless CurrentLimitIsAdjustable is 0. The limits are the user's copy of the
+    Sunny Island's (settings, default 50 A; tests/sma/test_vebus_limits.py); the bridge cannot
+    set the Sunny Island's limits: not adjustable, and a write (Modbus 22, a dialog) is
+    refused."""
     vebus_up(sma)
     assert sma.vebus("/Ac/NumberOfAcInputs") == 2
     for n in (1, 2):
         assert sma.vebus(f"/Ac/In/{n}/CurrentLimitIsAdjustable") == 0
-        assert sma.vebus(f"/Ac/In/{n}/CurrentLimit") is None  # not on the Sunny Island's CAN
+        assert sma.vebus(f"/Ac/In/{n}/CurrentLimit") == 50.0
         assert sma.call(VEBUS, f"/Ac/In/{n}/CurrentLimit", "SetValue", 16.0) != 0
+        assert sma.vebus(f"/Ac/In/{n}/CurrentLimit") == 50.0
     assert sma.vebus("/Ac/ActiveIn/CurrentLimitIsAdjustable") == 0
     assert sma.call(VEBUS, "/Ac/ActiveIn/CurrentLimit", "SetValue", 16.0) != 0
-    assert sma.vebus("/Ac/ActiveIn/CurrentLimit") is None
+    assert sma.vebus("/Ac/ActiveIn/CurrentLimit") == 50.0
     assert sma.vebus("/State") is not None and "Traceback" not in sma.bridge.output
 
 

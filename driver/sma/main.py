@@ -75,6 +75,9 @@ BATTERY_ALARMS = ("LowVoltage", "HighVoltage", "LowCellVoltage", "HighCellVoltag
                   "HighTemperature", "LowChargeTemperature", "HighChargeTemperature",
                   "InternalFailure", "BmsCable", "CellImbalance")
 CHARGE_KEYS = {f.metadata["key"] for f in Config.__dataclass_fields__.values()}
+#: the user's copy of the Sunny Island's grid (232.03) and generator (234.03) current limits,
+#: published as /Ac/In/1 and /Ac/In/2 /CurrentLimit (docs/paths.md)
+INPUT_LIMIT_KEYS = ("Sma/AcIn1CurrentLimit", "Sma/AcIn2CurrentLimit")
 
 
 #: battery paths whose invalid value blocks charging (a published limit, flag or alarm that
@@ -289,6 +292,8 @@ class Bridge:
             self.link.broken = True  # the sender thread reopens with the new setting
         if key == "Sma/EnergyPersistInterval":
             self._schedule_persist()
+        if key in INPUT_LIMIT_KEYS:
+            self._request_publish()  # shown on the vebus service now, not at the next poll
         if key in ("Sma/BatteryService", "Sma/SocService"):
             self._measured, self._updated = (), None
             self._soc_value = None
@@ -318,9 +323,15 @@ class Bridge:
             connection=f"Sunny Island on {self.get('Sma/CanInterface')}",
             deviceinstance=inst, productid=vebus.PRODUCT_ID, productname=vebus.PRODUCT_NAME,
             firmwareversion=vebus.FIRMWARE_VERSION, hardwareversion=None, connected=1)
+        # velib adds /FirmwareVersion without a text callback ("16777215"); put it back, before
+        # registering, with the vebus texts ("unknown") through velib's own delete and add
+        del svc["/FirmwareVersion"]
+        svc.add_path("/FirmwareVersion", vebus.FIRMWARE_VERSION, gettextcallback=vebus.text)
         vebus.CustomName(self.app.settings, uid).add_to(svc)
         svc.add_path("/Serial", uid)
-        for path, value in vebus.STATIC_PATHS.items():
+        # the current limits hold the settings' values from the start (no input known yet)
+        statics = {**vebus.STATIC_PATHS, **vebus.input_limits(None, *self._input_limits())}
+        for path, value in statics.items():
             svc.add_path(path, value, gettextcallback=vebus.text)
         for path, value in EXTRA_PATHS.items():
             svc.add_path(path, value)
@@ -644,7 +655,8 @@ class Bridge:
             return
         now = time.monotonic()
         snap = self.si.snapshot()
-        values = vebus.paths(snap, now, int(self.get("Sma/Phases")), out, self._bms_lost)
+        values = vebus.paths(snap, now, int(self.get("Sma/Phases")), out, self._bms_lost,
+                             limits=self._input_limits())
         values["/CanBridge/TxFrames"] = self.sender.stats.frames
         values["/CanBridge/TxFailures"] = self.sender.stats.failures
         values["/CanBridge/Reopens"] = max(0, self.link.reopens - 1)
@@ -667,6 +679,16 @@ class Bridge:
         with self.svc as s:
             for path, v in values.items():
                 s[path] = v
+
+    def _input_limits(self) -> tuple[float | None, float | None]:
+        """(grid, generator) AC input current limits from the settings, read on every publish
+        so a change shows within a second; a value outside the schema's range is invalid."""
+        limits = []
+        for key in INPUT_LIMIT_KEYS:
+            s = self.app.schema.by_key[key]
+            rng = (-math.inf if s.min is None else s.min, math.inf if s.max is None else s.max)
+            limits.append(_num(self.get(key), rng))
+        return limits[0], limits[1]
 
     def _log_dvcc(self, out: Output) -> None:
         if out.dvcc_expired != self._dvcc_expired:

@@ -18,11 +18,12 @@ from typing import Any
 from driver.sma.controller import PHASE_STATE, Level, Output, Phase
 from driver.sma.sistate import SiSnapshot
 
-#: /FirmwareVersion we publish: >= 0x422 or DVCC raises FirmwareInsufficient (it describes
-#: the bridge's vebus emulation, not the Sunny Island's firmware, which is not on the CAN bus).
-#: The same number a MultiPlus-II with firmware 552 publishes (reference recording); the
-#: bridge's own version is /Mgmt/ProcessVersion (docs/paths.md, "Firmware").
-FIRMWARE_VERSION = 0x0552
+#: /FirmwareVersion we publish: 0xFFFFFF, "not known" — the Sunny Island's firmware is not on
+#: its CAN bus. gui-v2 shows exactly this number as "--"; it is an integer >= 0x422, so
+#: systemcalc's DVCC does not raise FirmwareInsufficient, and above gui-v2's 0x400/0x506 gates
+#: (docs/paths.md, "Firmware"). The bridge's own version is /Mgmt/ProcessVersion.
+FIRMWARE_VERSION = 0xFFFFFF
+FIRMWARE_UNKNOWN_TEXT = "unknown"
 PRODUCT_ID = 0xA3F0  # not a Victron product id; marks an emulated vebus device
 PRODUCT_NAME = "SMA Sunny Island (CanBridge)"
 
@@ -47,10 +48,12 @@ STATIC_PATHS: dict[str, Any] = {
     "/Alarms/LowBattery": 0, "/Alarms/GridLost": 0, "/Alarms/BmsConnectionLost": 0,
     "/Alarms/HighTemperature": 0, "/Alarms/Overload": 0, "/Alarms/Ripple": 0,
     "/Alarms/TemperatureSensor": 0, "/Alarms/VoltageSensor": 0, "/Alarms/PhaseRotation": 0,
-    # The Sunny Island's CAN frames do not carry its AC input current limits (GdCurNom,
-    # GnCurNom are parameters, not frame signals) and the bridge cannot set them: the limits
-    # are invalid and not adjustable, so gui-v2 shows "--" with "fixed in the system
-    # configuration" instead of a dialog whose write would fail (docs/paths.md).
+    # The Sunny Island's CAN frames do not carry its AC input current limits (GdCurNom 232.03,
+    # GnCurNom 234.03 are parameters, not frame signals) and the bridge cannot set them: the
+    # limits are the user's copy of them (settings Sma/AcIn1CurrentLimit, Sma/AcIn2CurrentLimit,
+    # filled in by :func:`paths`), read-only and not adjustable, so gui-v2 shows the value with
+    # "fixed in the system configuration" instead of a dialog whose write would fail
+    # (docs/paths.md, "AC input current limits").
     "/Ac/In/1/CurrentLimit": None, "/Ac/In/1/CurrentLimitIsAdjustable": 0,
     "/Ac/In/2/CurrentLimit": None, "/Ac/In/2/CurrentLimitIsAdjustable": 0,
     "/Ac/ActiveIn/CurrentLimit": None, "/Ac/ActiveIn/CurrentLimitIsAdjustable": 0,
@@ -129,9 +132,22 @@ def vebus_state(flags: Any, level: Level, phase: Phase, dc_current: float | None
     return 9
 
 
+def input_limits(active: int | None, grid: float | None,
+                 generator: float | None) -> dict[str, float | None]:
+    """The AC input current limits (A per phase): ``/Ac/In/1`` the grid's (Sunny Island
+    parameter 232.03 GdCurNom), ``/Ac/In/2`` the generator's (234.03 GnCurNom), both as the
+    user entered them; ``/Ac/ActiveIn/CurrentLimit`` the active input's. With no input active
+    (240) or the active input not known, the grid's (input 1): a fixed choice, so the number
+    does not change while no input is connected (docs/paths.md)."""
+    return {"/Ac/In/1/CurrentLimit": grid, "/Ac/In/2/CurrentLimit": generator,
+            "/Ac/ActiveIn/CurrentLimit": generator if active == INPUT_GENERATOR else grid}
+
+
 def paths(snap: SiSnapshot, now: float, phases: int, out: Output | None,
-          bms_lost: int) -> dict[str, Any]:
-    """Every dynamic path's value (None = invalid)."""
+          bms_lost: int, *, limits: tuple[float | None, float | None] = (None, None)
+          ) -> dict[str, Any]:
+    """Every dynamic path's value (None = invalid). ``limits``: the (grid, generator) AC input
+    current limits from the settings (None = not a usable value)."""
     p: dict[str, Any] = {"/Ac/NumberOfPhases": phases}
     ext = snap.get(0x300, now)
     inv = snap.get(0x301, now)
@@ -170,6 +186,7 @@ def paths(snap: SiSnapshot, now: float, phases: int, out: Output | None,
     ai = active_input(flags) if flags else None
     p["/Ac/ActiveIn/ActiveInput"] = ai
     p["/Ac/ActiveIn/Connected"] = None if ai is None else int(ai != INPUT_NONE)
+    p.update(input_limits(ai, *limits))
     v = bat["SiBatteryVoltage"] if bat else None
     i = bat["BatteryCurrentCharging"] if bat else None
     p["/Dc/0/Voltage"] = v
@@ -262,6 +279,8 @@ def text(path: str, value: Any) -> str:
         return "---"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
+    if path == "/FirmwareVersion":
+        return FIRMWARE_UNKNOWN_TEXT if value == FIRMWARE_VERSION else str(value)
     enum = ALARM_TEXT if path.startswith("/Alarms/") else _ENUMS.get(path)
     if enum is not None:
         return enum.get(int(value), str(value))
