@@ -76,9 +76,14 @@ class Migration:
 
 
 #: Every schema change that an import must understand, by the version it leads to. Schema
-#: version 1 is the first one: there is nothing to migrate yet. When a setting is renamed,
-#: removed or added, the schema's ``version`` goes up and one entry is added here.
-MIGRATIONS: dict[int, Migration] = {}
+#: version 1 is the first one. When a setting is renamed, removed or added, the schema's
+#: ``version`` goes up and one entry is added here.
+MIGRATIONS: dict[int, Migration] = {
+    # the Sunny Island's AC input current limits (shown on the vebus service) and the
+    # temperature poll rate of the SuperB driver
+    2: Migration(version=2, added=("Sma/AcIn1CurrentLimit", "Sma/AcIn2CurrentLimit",
+                                   "Superb/TemperaturePollInterval")),
+}
 
 
 class ImportRefused(Exception):

@@ -123,7 +123,7 @@ def test_cross_field_rules_are_checked_on_the_whole_file() -> None:
 @pytest.mark.parametrize(("mutate", "expected"), [
     (lambda d: d.update(format="something-else"), "not a CanBridge configuration export"),
     (lambda d: d.pop("schema_version"), "no settings schema version"),
-    (lambda d: d.update(schema_version=2), "newer CanBridge (settings schema version 2)"),
+    (lambda d: d.update(schema_version=3), "newer CanBridge (settings schema version 3)"),
     (lambda d: d.update(schema_version=0), "no migration to version 1"),
     (lambda d: d.update(settings=[1, 2]), "no \"settings\" object"),
 ])
@@ -209,6 +209,23 @@ def test_an_older_document_is_refused_naming_the_setting_it_cannot_carry() -> No
     bad["settings"]["Sma/FloatV"] = 55.5
     with pytest.raises(configio.ImportRefused, match="float <= abs"):
         configio.check_document(v2, bad, version=2, migrations=MIGRATIONS)
+
+
+def test_an_export_of_schema_version_1_imports_with_the_settings_added_since() -> None:
+    """Version 2 added three settings (written out here, not read from the migration table):
+    a file exported by a CanBridge of version 1 still imports, those three at their default."""
+    added = {"Sma/AcIn1CurrentLimit": 50.0, "Sma/AcIn2CurrentLimit": 50.0,
+             "Superb/TemperaturePollInterval": 5.0}
+    doc = export()
+    doc["schema_version"] = 1
+    for key in added:
+        del doc["settings"][key]
+    doc["settings"]["Superb/PollInterval"] = 2.0
+    checked = configio.check_document(SCHEMA, doc, version=configio.schema_version())
+    for key, default in added.items():
+        assert checked.values[f"/Settings/CanBridge/{key}"] == default
+        assert f"{key} is new in schema version 2" in "\n".join(checked.notes)
+    assert checked.values["/Settings/CanBridge/Superb/PollInterval"] == 2.0
 
 
 # -- diff and write order ---------------------------------------------------------------------
