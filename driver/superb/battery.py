@@ -179,7 +179,8 @@ def _reading(report: NodeReport, values: dict[str, Any], key: str) -> safety.Rea
                           report.max_ages.get(key))
 
 
-def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) -> ChargeLimits:
+def charge_limits(report: NodeReport, limits: Limits, now: float | None = None,
+                  clean: dict[str, Any] | None = None) -> ChargeLimits:
     """CCL/DCL of one battery, by the shared safety policy (:mod:`driver.safety`).
 
     Charging needs the battery's own charge limit and error bits known and fresh (each value
@@ -190,7 +191,7 @@ def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) 
     that forbids it. CCL = min(setting, 5021:02) × that factor. DCL = min(setting, 5021:01); 0
     with 5021:01 unknown (fail closed), above ``MaxDischargeTemperature`` (highest) or with an
     error bit that forbids it. ``now`` None: the report's values count as fresh (no clock).
-    Offline: 0 and 0.
+    Offline: 0 and 0. ``clean``: :func:`clean_values` of the same report, if already known.
     """
     if not report.online:
         return ChargeLimits(0.0, 0.0, False, False, ("offline",))
@@ -202,7 +203,7 @@ def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) 
         max_discharge=limits.max_discharge_temperature)
     # A temperature object the battery does not have (it answered "does not exist") is not
     # unknown, just absent; one it has but that is invalid or too old is unknown.
-    values = clean_values(report)
+    values = clean_values(report) if clean is None else clean
     temps = [_reading(report, values, k) for k in TEMPERATURE_KEYS if k not in report.missing]
     if now is None:
         temps = [safety.Reading(r.value, t) for r in temps]
@@ -241,15 +242,19 @@ def charge_limits(report: NodeReport, limits: Limits, now: float | None = None) 
 
 
 def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True,
-                   now: float | None = None, lim: ChargeLimits | None = None) -> dict[str, Any]:
+                   now: float | None = None, lim: ChargeLimits | None = None, *,
+                   clean: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{path: value}`` for the service of one battery (every path of :data:`DATA_PATHS`);
-    ``lim``: :func:`charge_limits` of the same report, limits and ``now`` if already known."""
+    ``lim``: :func:`charge_limits` of the same report, limits and ``now`` if already known;
+    ``clean``: :func:`clean_values` of the same report, if already known."""
     out: dict[str, Any] = dict.fromkeys(DATA_PATHS)
     if with_cvl:
         out[CVL_PATH] = limits.charge_voltage
     out["/Info/BatteryLowVoltage"] = limits.battery_low_voltage
+    if clean is None:
+        clean = clean_values(report)
     if lim is None:
-        lim = charge_limits(report, limits, now)
+        lim = charge_limits(report, limits, now, clean)
     out["/Info/MaxChargeCurrent"] = lim.ccl
     out["/Info/MaxDischargeCurrent"] = lim.dcl
     out["/Io/AllowToCharge"] = int(lim.allow_charge)
@@ -257,7 +262,7 @@ def battery_values(report: NodeReport, limits: Limits, with_cvl: bool = True,
     if not report.online:
         out["/Alarms/BmsCable"] = 2
         return out
-    v = clean_values(report)
+    v = clean
     volt, cur, soc, temp = v.get("voltage"), v.get("current"), v.get("soc"), v.get("temperature")
     out["/Dc/0/Voltage"] = _round(volt, 3)
     out["/Dc/0/Current"] = _round(cur, 3)

@@ -109,6 +109,7 @@ class SuperbDriver:
         self.last_soc: dict[int, tuple[float, float]] = {}
         #: node -> (values, limits, monotonic time computed)
         self._computed: dict[int, tuple[dict[str, Any], bat.ChargeLimits, float]] = {}
+        self._clean: dict[int, tuple[NodeReport, dict[str, Any]]] = {}
         self.manager: Any = None
         self.port_status = PortStatus()
         self.poll_config = self._poll_config()
@@ -256,6 +257,7 @@ class SuperbDriver:
             self.reports.pop(n, None)
             self.last_soc.pop(n, None)
             self._computed.pop(n, None)
+            self._clean.pop(n, None)
         if self.port is not None:
             for n in sorted(set(ids) - old):
                 self._start_poller(n)
@@ -352,8 +354,12 @@ class SuperbDriver:
         """One battery's values and limits at ``now``, kept for the aggregate and the status
         (each battery is computed once per report and once per tick, not once per member of
         every aggregate update)."""
-        lim = bat.charge_limits(r, self.limits, now)
-        values = bat.battery_values(r, self.limits, True, now, lim)
+        # the report's values parsed once (a report is computed again at ticks until the next)
+        cached = self._clean.get(r.node_id)
+        if cached is None or cached[0] is not r:
+            cached = self._clean[r.node_id] = (r, bat.clean_values(r))
+        lim = bat.charge_limits(r, self.limits, now, cached[1])
+        values = bat.battery_values(r, self.limits, True, now, lim, clean=cached[1])
         self._computed[r.node_id] = (values, lim, now)
         return values, lim
 

@@ -133,6 +133,8 @@ class NodePoller:
         self._on_report = on_report
         self._table = table
         self._fast = [o for o in table if o.rate is objs.Rate.FAST]
+        self._max_ages_for: PollConfig | None = None
+        self._max_ages_cache: dict[str, float] = {}
         self._slow = [o for o in table if o.rate is objs.Rate.SLOW]
         self._temperature = [o for o in table if o.rate is objs.Rate.TEMPERATURE]
         self._once = [o for o in table if o.rate is objs.Rate.ONCE]
@@ -528,6 +530,15 @@ class NodePoller:
         if bus:
             self._last_error = why
 
+    def _max_ages(self, cfg: PollConfig) -> dict[str, float]:
+        """Every object's age limit (its poll period + ``max_age``) under ``cfg``; one dict per
+        configuration, shared by the reports (which never change it)."""
+        if self._max_ages_for is not cfg:
+            self._max_ages_cache = {o.key: poll_period(o, cfg) + cfg.max_age
+                                    for o in self._table}
+            self._max_ages_for = cfg
+        return self._max_ages_cache
+
     def _report(self, took: float, state: str | None = None) -> NodeReport:
         self._seq += 1
         seen = self.port.seen(self.node_id)
@@ -541,12 +552,12 @@ class NodePoller:
         now = time.monotonic()
         values: dict[str, Any] = {}
         ages: dict[str, float] = {}
-        max_ages: dict[str, float] = {}
+        max_ages = self._max_ages(cfg)
+        default_limit = cfg.interval + cfg.max_age
         for key, value in self._values.items():
             age = now - self._stamps.get(key, -math.inf)
-            max_ages[key] = limit = poll_period(objs.BY_KEY.get(key), cfg) + cfg.max_age
             ages[key] = round(age, 3)
-            values[key] = value if age <= limit else None
+            values[key] = value if age <= max_ages.get(key, default_limit) else None
         return NodeReport(
             node_id=self.node_id, online=self._online,
             serial=self._identity.get("serial"),
