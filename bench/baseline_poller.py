@@ -78,11 +78,11 @@ def cycle(bus: can.BusABC, nodes: Iterable[int], objects: Iterable[objs.ObjectDe
     return result
 
 
-#: what the driver reads in every cycle (the temperatures only every TemperaturePollInterval)
+#: what the driver reads in every cycle (temperatures and warnings only every MediumPollInterval)
 FAST_OBJECTS = tuple(o for o in objs.OBJECTS if o.rate is objs.Rate.FAST)
 #: what the driver reads in a full cycle (every object but the identity), like for like
 FULL_OBJECTS = tuple(o for o in objs.OBJECTS
-                     if o.rate in (objs.Rate.FAST, objs.Rate.TEMPERATURE, objs.Rate.SLOW))
+                     if o.rate in (objs.Rate.FAST, objs.Rate.MEDIUM, objs.Rate.SLOW))
 
 
 def pct(values: list[float], p: float) -> float:

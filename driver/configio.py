@@ -80,9 +80,9 @@ class Migration:
 #: ``version`` goes up and one entry is added here.
 MIGRATIONS: dict[int, Migration] = {
     # the Sunny Island's AC input current limits (shown on the vebus service) and the
-    # temperature poll rate of the SuperB driver
+    # SuperB driver's poll rate for temperatures and warnings
     2: Migration(version=2, added=("Sma/AcIn1CurrentLimit", "Sma/AcIn2CurrentLimit",
-                                   "Superb/TemperaturePollInterval")),
+                                   "Superb/MediumPollInterval")),
 }
 
 

@@ -81,7 +81,7 @@ _LIMIT_KEYS = {
     "LimitRampRate": "limit_ramp_rate",
 }
 _POLL_KEYS = {"PollInterval": "interval", "SlowPollInterval": "slow_interval",
-              "TemperaturePollInterval": "temperature_interval",
+              "MediumPollInterval": "medium_interval",
               "SdoTimeout": "sdo_timeout", "OfflineAfterTimeouts": "offline_after",
               "HeartbeatTimeout": "heartbeat_timeout", "ValueMaxAge": "max_age"}
 

@@ -25,9 +25,10 @@ class Rate(Enum):
     """How often an object is read."""
 
     FAST = "fast"  #: every poll cycle (PollInterval)
-    #: every TemperaturePollInterval (and at most once per cycle): the temperatures, which
-    #: decide charging but change over minutes, not seconds (docs/superb.md, "Poll rates")
-    TEMPERATURE = "temperature"
+    #: every MediumPollInterval (and at most once per cycle): the temperatures, which decide
+    #: charging but change over minutes, not seconds, and the warning bits (alarm level 1
+    #: only) (docs/superb.md, "Poll rates")
+    MEDIUM = "medium"
     SLOW = "slow"  #: every SlowPollInterval
     ONCE = "once"  #: at start and after the node (re)appears (identity, firmware, capacity)
 
@@ -78,7 +79,7 @@ def _o(key: str, index: int, sub: int, kind: str, size: int, **kw: object) -> Ob
     return ObjectDef(key, index, sub, kind, size, **kw)  # type: ignore[arg-type]
 
 
-F, T, S, ONE = Rate.FAST, Rate.TEMPERATURE, Rate.SLOW, Rate.ONCE
+F, M, S, ONE = Rate.FAST, Rate.MEDIUM, Rate.SLOW, Rate.ONCE
 
 #: Every object the driver reads. Order matters within a rate: fast objects are read in this
 #: order each cycle (the most important first, so a node that dies mid-cycle has fresh voltage).
@@ -93,21 +94,22 @@ OBJECTS: tuple[ObjectDef, ...] = (
        certainty="[HW] [STD]", description="state of charge"),
     _o("errors", 0x2004, 0, "u", 2, rate=F, alt_sizes=(1, 4), certainty="[RE?]",
        description="error bitfield"),
-    _o("warnings", 0x2005, 0, "u", 2, rate=F, alt_sizes=(1, 4), certainty="[RE?]",
-       description="warning bitfield"),
     _o("max_discharge_current", 0x5021, 1, "i", 4, scale=0.001, unit="A", rate=F,
        lo=0.0, hi=5000.0, certainty="[RE?]", description="battery's discharge current limit"),
     _o("max_charge_current", 0x5021, 2, "i", 4, scale=0.001, unit="A", rate=F,
        lo=0.0, hi=5000.0, certainty="[RE?]", description="battery's charge current limit"),
-    # -- temperature: every TemperaturePollInterval ---------------------------------------------
+    # -- medium: every MediumPollInterval -------------------------------------------------------
     # The pack and the lowest and highest cell temperature decide charging (driver/safety.py),
-    # each with the age limit of its own rate (TemperaturePollInterval + ValueMaxAge).
-    _o("temperature", 0x6010, 0, "i", 2, scale=0.125, unit="°C", rate=T, alt_sizes=(4,),
+    # each with the age limit of its own rate (MediumPollInterval + ValueMaxAge).
+    _o("temperature", 0x6010, 0, "i", 2, scale=0.125, unit="°C", rate=M, alt_sizes=(4,),
        lo=-60.0, hi=120.0, certainty="[HW] [STD]", description="battery temperature"),
-    _o("cell_temperature_min", 0x2023, 1, "i", 2, scale=0.1, unit="°C", rate=T,
+    _o("cell_temperature_min", 0x2023, 1, "i", 2, scale=0.1, unit="°C", rate=M,
        lo=-60.0, hi=120.0, certainty="[RE?]", description="lowest cell temperature"),
-    _o("cell_temperature_max", 0x2023, 2, "i", 2, scale=0.1, unit="°C", rate=T,
+    _o("cell_temperature_max", 0x2023, 2, "i", 2, scale=0.1, unit="°C", rate=M,
        lo=-60.0, hi=120.0, certainty="[RE?]", description="highest cell temperature"),
+    # warnings raise alarms at level 1 only; charging is decided by the error bits (fast)
+    _o("warnings", 0x2005, 0, "u", 2, rate=M, alt_sizes=(1, 4), certainty="[RE?]",
+       description="warning bitfield"),
     # -- slow: history, cells ------------------------------------------------------------------
     _o("ah_expended", 0x6051, 0, "u", 2, scale=0.125, unit="Ah", rate=S, alt_sizes=(4,),
        lo=0.0, hi=100000.0, min_fw=(1, 2), certainty="[RE?] [STD]",

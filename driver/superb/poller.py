@@ -50,8 +50,8 @@ class PollConfig:
 
     interval: float = 1.0
     slow_interval: float = 30.0
-    #: how often the temperatures are read (objects with Rate.TEMPERATURE)
-    temperature_interval: float = 5.0
+    #: how often the temperatures and warning bits are read (objects with Rate.MEDIUM)
+    medium_interval: float = 5.0
     sdo_timeout: float = 0.3
     offline_after: int = 3
     heartbeat_timeout: float = 3.5
@@ -116,8 +116,8 @@ def poll_period(obj: objs.ObjectDef | None, cfg: PollConfig) -> float:
     rate = obj.rate if obj is not None else objs.Rate.FAST
     if rate is objs.Rate.SLOW:
         return max(cfg.interval, cfg.slow_interval)
-    if rate is objs.Rate.TEMPERATURE:
-        return max(cfg.interval, cfg.temperature_interval)
+    if rate is objs.Rate.MEDIUM:
+        return max(cfg.interval, cfg.medium_interval)
     return cfg.interval
 
 
@@ -136,7 +136,7 @@ class NodePoller:
         self._max_ages_for: PollConfig | None = None
         self._max_ages_cache: dict[str, float] = {}
         self._slow = [o for o in table if o.rate is objs.Rate.SLOW]
-        self._temperature = [o for o in table if o.rate is objs.Rate.TEMPERATURE]
+        self._medium = [o for o in table if o.rate is objs.Rate.MEDIUM]
         self._once = [o for o in table if o.rate is objs.Rate.ONCE]
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -166,8 +166,8 @@ class NodePoller:
         self._sizes: dict[str, int] = {}
         self._backoff: dict[str, tuple[int, float]] = {}  # key -> (failures, next try)
         self._next_slow = 0.0
-        #: temperature object -> when it is next read (absent: in the next cycle)
-        self._next_temperature: dict[str, float] = {}
+        #: medium-rate object -> when it is next read (absent: in the next cycle)
+        self._next_medium: dict[str, float] = {}
 
     # -- thread --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -254,7 +254,7 @@ class NodePoller:
             return self._report(time.monotonic() - t0)
         due = [o for o in self._once if o.key not in self._identity and self._due(o, t0)]
         due += self._fast
-        due += [o for o in self._temperature if t0 >= self._next_temperature.get(o.key, 0.0)]
+        due += [o for o in self._medium if t0 >= self._next_medium.get(o.key, 0.0)]
         if t0 >= self._next_slow:
             due += self._slow
             self._next_slow = t0 + cfg.slow_interval
@@ -284,13 +284,12 @@ class NodePoller:
             return  # the old value stays until it is too old (see _report)
         self._values[obj.key] = None if result is _ABORT else result
         self._stamps[obj.key] = time.monotonic()
-        if obj.rate is objs.Rate.TEMPERATURE and result is not None and result is not _ABORT:
+        if obj.rate is objs.Rate.MEDIUM and result is not None and result is not _ABORT:
             # Read again one period later; a failed read is asked again in the next cycle.
             # Half a cycle early, so that a cycle that starts a little before the period is
             # over does not push the read a whole cycle later.
             cfg = self._config()
-            self._next_temperature[obj.key] = now + max(0.0, cfg.temperature_interval
-                                                        - cfg.interval / 2)
+            self._next_medium[obj.key] = now + max(0.0, cfg.medium_interval - cfg.interval / 2)
 
     @staticmethod
     def _answered(result: Any) -> bool:
@@ -342,7 +341,7 @@ class NodePoller:
         self._read_tpdo_config(cfg)
         self._identified = True
         self._next_slow = 0.0
-        self._next_temperature = {}
+        self._next_medium = {}
         log.info("node %d: serial %s, firmware %s, %s", self.node_id,
                  self._identity.get("serial"), objs.format_firmware(self._firmware),
                  self._identity.get("device_name") or "unnamed")

@@ -215,7 +215,7 @@ def test_an_export_of_schema_version_1_imports_with_the_settings_added_since() -
     """Version 2 added three settings (written out here, not read from the migration table):
     a file exported by a CanBridge of version 1 still imports, those three at their default."""
     added = {"Sma/AcIn1CurrentLimit": 50.0, "Sma/AcIn2CurrentLimit": 50.0,
-             "Superb/TemperaturePollInterval": 5.0}
+             "Superb/MediumPollInterval": 5.0}
     doc = export()
     doc["schema_version"] = 1
     for key in added:

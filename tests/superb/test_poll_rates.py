@@ -1,6 +1,6 @@
-"""Poll rates (issue 12's CPU target with issue 11's temperature rule): the temperatures are read
-every ``TemperaturePollInterval``, not every cycle, and each value is judged by the age limit of
-its own rate. Real SDO transactions on a python-can virtual bus against ``sim.superb`` nodes;
+"""Poll rates (issue 12's CPU target with issue 11's temperature rule): the temperatures and the
+warning bits are read every ``MediumPollInterval``, not every cycle, and each value is judged by
+the age limit of its own rate. Real SDO transactions on a python-can virtual bus against ``sim.superb`` nodes;
 expected numbers written by hand from the configuration the test sets."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from driver.superb.canport import CanPort
 from driver.superb.poller import NodePoller, NodeReport, PollConfig
 from sim.superb import Simulator, make_batteries
 
-VOLTAGE, CELL_T_MIN, CELL_T_MAX, PACK_T = ("upload 6060:00", "upload 2023:01", "upload 2023:02",
-                                           "upload 6010:00")
+VOLTAGE, CELL_T_MIN, CELL_T_MAX, PACK_T, WARNINGS, ERRORS, LIMIT = (
+    "upload 6060:00", "upload 2023:01", "upload 2023:02", "upload 6010:00", "upload 2005:00",
+    "upload 2004:00", "upload 5021:02")
 
 
 class Rig:
@@ -30,8 +31,8 @@ class Rig:
                             lambda iface, rate: can.Bus(interface="virtual", channel=iface))
         self.port.start()
         assert self.port.wait_open(2)
-        # 0.1 s cycles, temperatures every 0.5 s: every 5th cycle
-        self.config = PollConfig(interval=0.1, temperature_interval=0.5, slow_interval=30.0,
+        # 0.1 s cycles, temperatures and warnings every 0.5 s: every 5th cycle
+        self.config = PollConfig(interval=0.1, medium_interval=0.5, slow_interval=30.0,
                                  sdo_timeout=0.05, heartbeat_timeout=0.6, max_age=0.3)
         self.reports: list[NodeReport] = []
         self.cond = threading.Condition()
@@ -75,7 +76,7 @@ def _delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
     return after.get(key, 0) - before.get(key, 0)
 
 
-def test_temperatures_are_read_every_temperature_interval(rig: Rig) -> None:
+def test_temperatures_and_warnings_are_read_every_medium_interval(rig: Rig) -> None:
     rig.wait_online()
     before = rig.counts()
     with rig.cond:
@@ -90,6 +91,10 @@ def test_temperatures_are_read_every_temperature_interval(rig: Rig) -> None:
     assert 3.5 <= volts / max(t_min, 1) <= 7, (volts, t_min)
     assert _delta(before, after, CELL_T_MAX) == pytest.approx(t_min, abs=1)
     assert _delta(before, after, PACK_T) == pytest.approx(t_min, abs=1)
+    assert _delta(before, after, WARNINGS) == pytest.approx(t_min, abs=1)
+    # the error bits and the battery's own limit decide charging at once: every cycle
+    assert _delta(before, after, ERRORS) == pytest.approx(volts, abs=1)
+    assert _delta(before, after, LIMIT) == pytest.approx(volts, abs=1)
     # ... and they stay valid in every report in between (their own age limit: 0.5 + 0.3 s)
     online = [r for r in reports if r.online]
     assert online and all(r.values.get("cell_temperature_min") is not None
@@ -98,6 +103,8 @@ def test_temperatures_are_read_every_temperature_interval(rig: Rig) -> None:
     assert last.max_ages["voltage"] == pytest.approx(0.4)
     assert last.max_ages["cell_temperature_min"] == pytest.approx(0.8)
     assert last.max_ages["temperature"] == pytest.approx(0.8)
+    assert last.max_ages["warnings"] == pytest.approx(0.8)
+    assert last.max_ages["errors"] == pytest.approx(0.4)
 
 
 def test_a_failed_temperature_read_is_asked_again_in_the_next_cycle(rig: Rig) -> None:
@@ -126,9 +133,10 @@ def test_a_failed_temperature_read_is_asked_again_in_the_next_cycle(rig: Rig) ->
 BASE = {"voltage": 13.3, "current": 5.0, "soc": 80, "temperature": 20.0, "errors": 0,
         "warnings": 0, "max_charge_current": 100.0, "max_discharge_current": 150.0,
         "cell_temperature_min": 19.0, "cell_temperature_max": 21.0}
-#: the driver's defaults written out: 1 s poll, temperatures every 5 s, 3 s ValueMaxAge
+#: the driver's defaults written out: 1 s poll, temperatures and warnings every 5 s, 3 s
+#: ValueMaxAge
 AGES = {k: 4.0 for k in BASE} | {"temperature": 8.0, "cell_temperature_min": 8.0,
-                                  "cell_temperature_max": 8.0}
+                                  "cell_temperature_max": 8.0, "warnings": 8.0}
 
 
 def _report(stamps: dict[str, float]) -> NodeReport:
