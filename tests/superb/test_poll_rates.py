@@ -1,7 +1,7 @@
 """Poll rates (issue 12's CPU target with issue 11's temperature rule): the temperatures and the
 warning bits are read every ``MediumPollInterval``, not every cycle, and each value is judged by
-the age limit of its own rate. Real SDO transactions on a python-can virtual bus against ``sim.superb`` nodes;
-expected numbers written by hand from the configuration the test sets."""
+the age limit of its own rate. Real SDO transactions on a python-can virtual bus against
+``sim.superb`` nodes; expected numbers written by hand from the configuration the test sets."""
 
 from __future__ import annotations
 
