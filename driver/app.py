@@ -42,6 +42,22 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass  # not glibc
 
 
+def trim_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``).
+
+    Start-up (imports, settings and D-Bus introspection, identifying the batteries) leaves freed
+    memory in the heap that glibc keeps resident; later allocations are small and steady.
+    Trimming after start-up and now and then keeps the resident size at what the process uses
+    (docs/BENCHMARKS.md). Returns True when glibc released something; False elsewhere.
+    """
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False  # not glibc
+
+
 def common_args(description: str) -> argparse.ArgumentParser:
     """Arguments every process accepts (on the GX they run with none)."""
     ap = argparse.ArgumentParser(description=description)

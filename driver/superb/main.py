@@ -48,6 +48,9 @@ log = logging.getLogger("canbridge.superb")
 MODE_INDIVIDUAL, MODE_AGGREGATE = 0, 1
 AGGREGATE_UID = "superb_aggregate"
 TICK_MS = 500
+#: the C heap is trimmed this long after start-up (the batteries identified) and then every
+#: TRIM_EVERY_S (driver.app.trim_heap)
+TRIM_FIRST_S, TRIM_EVERY_S = 20, 600
 INJECT_ENV = "CANBRIDGE_SUPERB_INJECT"
 
 
@@ -181,6 +184,17 @@ class SuperbDriver:
             self._create_aggregate()
         self._open_port()
         self._timer = GLib.timeout_add(TICK_MS, guarded(self._tick, "dbus-superb tick"))
+
+        def trim_later() -> bool:
+            appmod.trim_heap()
+            GLib.timeout_add_seconds(TRIM_EVERY_S, guarded(trim_again, "heap trim"))
+            return False
+
+        def trim_again() -> bool:
+            appmod.trim_heap()
+            return True
+
+        GLib.timeout_add_seconds(TRIM_FIRST_S, guarded(trim_later, "heap trim"))
         self.app.loop.on_stop(self.stop)
         self._publish_status()
 
