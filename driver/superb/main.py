@@ -113,6 +113,7 @@ class SuperbDriver:
         #: node -> (values, limits, monotonic time computed)
         self._computed: dict[int, tuple[dict[str, Any], bat.ChargeLimits, float]] = {}
         self._clean: dict[int, tuple[NodeReport, dict[str, Any]]] = {}
+        self._ticks = 0
         self.manager: Any = None
         self.port_status = PortStatus()
         self.poll_config = self._poll_config()
@@ -423,12 +424,20 @@ class SuperbDriver:
         # battery without a report for a poll interval is computed again (its values may have
         # become too old); the aggregate follows, its ramps and SoC grace period move with time.
         now = time.monotonic()
+        limits_changed = False
         for n, r in list(self.reports.items()):
             done = self._computed.get(n)
             if done is None or now - done[2] >= self.poll_config.interval:
                 self._update_battery(r)
-        self._update_aggregate()
-        self._publish_status()
+                limits_changed |= done is None or done[1] != self._computed[n][1]
+        # The aggregate's measurements and ramps and the status follow once a second (every
+        # second tick); a battery's limits that changed because its values became too old
+        # reach the aggregate at once, like a change by a report (_on_report).
+        self._ticks += 1
+        if limits_changed or self._ticks % 2 == 0:
+            self._update_aggregate()
+        if self._ticks % 2 == 0:
+            self._publish_status()
         return True
 
     # -- manager service ---------------------------------------------------------------------------
