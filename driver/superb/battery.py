@@ -411,7 +411,11 @@ class Aggregator:
                 pick = min(cands) if "Min" in path else max(cands)
                 out[path], out[cell_path] = pick
         for path in ALARM_PATHS:
-            out[path] = _level(*(m.values.get(path) for m in online))
+            # a list, not a generator unpacked into the call: CPython builds a tuple from a
+            # generator by growing a smaller one, and the grown tuples pile up in its free list
+            # for their size (up to 2000 of them, about 0.3 MiB with 16 batteries) without ever
+            # being reused (docs/BENCHMARKS.md)
+            out[path] = _level(*[m.values.get(path) for m in online])
         out["/Alarms/BmsCable"] = 1 if len(online) < len(ms) else 0
         return out
 
