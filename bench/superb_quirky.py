@@ -53,16 +53,22 @@ def _close(a: Any, b: float) -> bool:
     return isinstance(a, int | float) and abs(float(a) - b) < 1e-6
 
 
-def quirks(batteries: int, duration: float) -> dict[str, Any]:
-    channel = "bench-quirky"
-    nodes = [QuirkyNode(n, 2300000 + n, latency=0.003, jitter=0.004, stale_every=7,
-                        late_every=5, late=0.45, missing={(0x2014, 0)}, seed=n)
-             for n in range(1, batteries + 1)]
+def _start(channel: str, nodes: list[QuirkyNode]) -> tuple[QuirkyPeer, CanPort]:
+    """The nodes on a virtual bus and the driver's port open on it."""
     peer = QuirkyPeer(can.Bus(interface="virtual", channel=channel), nodes)
     peer.start()
     port = CanPort(channel, 250000, lambda i, b: can.Bus(interface="virtual", channel=i))
     port.start()
     assert port.wait_open(2)
+    return peer, port
+
+
+def quirks(batteries: int, duration: float) -> dict[str, Any]:
+    channel = "bench-quirky"
+    nodes = [QuirkyNode(n, 2300000 + n, latency=0.003, jitter=0.004, stale_every=7,
+                        late_every=5, late=0.45, missing={(0x2014, 0)}, seed=n)
+             for n in range(1, batteries + 1)]
+    peer, port = _start(channel, nodes)
     cfg = PollConfig(interval=1.0, slow_interval=30.0, sdo_timeout=0.3, offline_after=3,
                      heartbeat_timeout=3.5, max_age=3.0)
     limits = bat.Limits(value_max_age=cfg.interval + cfg.max_age, limit_ramp_rate=10.0)
@@ -144,11 +150,7 @@ def load(batteries: int, duration: float) -> dict[str, Any]:
     channel = f"bench-load-{batteries}"
     nodes = [QuirkyNode(n, 2300000 + n, latency=0.002, missing={(0x2014, 0)}, seed=n)
              for n in range(1, batteries + 1)]
-    peer = QuirkyPeer(can.Bus(interface="virtual", channel=channel), nodes)
-    peer.start()
-    port = CanPort(channel, 250000, lambda i, b: can.Bus(interface="virtual", channel=i))
-    port.start()
-    assert port.wait_open(2)
+    peer, port = _start(channel, nodes)
     cfg = PollConfig(interval=1.0, slow_interval=30.0, sdo_timeout=0.3)
     online: set[int] = set()
     lock = threading.Lock()

@@ -185,17 +185,11 @@ class SuperbDriver:
             self._create_aggregate()
         self._open_port()
         self._timer = GLib.timeout_add(TICK_MS, guarded(self._tick, "dbus-superb tick"))
-
-        def trim_later() -> bool:
-            appmod.trim_heap()
-            GLib.timeout_add_seconds(TRIM_EVERY_S, guarded(trim_again, "heap trim"))
-            return False
-
-        def trim_again() -> bool:
-            appmod.trim_heap()
-            return True
-
-        GLib.timeout_add_seconds(TRIM_FIRST_S, guarded(trim_later, "heap trim"))
+        # the heap trimmed once after start-up (False: not again), then every TRIM_EVERY_S
+        GLib.timeout_add_seconds(TRIM_FIRST_S, guarded(lambda: appmod.trim_heap() and False,
+                                                       "heap trim"))
+        GLib.timeout_add_seconds(TRIM_EVERY_S, guarded(lambda: appmod.trim_heap() or True,
+                                                       "heap trim"))
         self.app.loop.on_stop(self.stop)
         self._publish_status()
 

@@ -133,10 +133,11 @@ class NodePoller:
         self._on_report = on_report
         self._table = table
         self._fast = [o for o in table if o.rate is objs.Rate.FAST]
+        self._medium = [o for o in table if o.rate is objs.Rate.MEDIUM]
+        self._slow = [o for o in table if o.rate is objs.Rate.SLOW]
+        #: the age limits per object and the configuration they were built for
         self._max_ages_for: PollConfig | None = None
         self._max_ages_cache: dict[str, float] = {}
-        self._slow = [o for o in table if o.rate is objs.Rate.SLOW]
-        self._medium = [o for o in table if o.rate is objs.Rate.MEDIUM]
         self._once = [o for o in table if o.rate is objs.Rate.ONCE]
         self._stop = threading.Event()
         self._wake = threading.Event()
