@@ -2,9 +2,10 @@
 
 :class:`CanPort` opens the bus in its own thread, retrying with back-off when the interface is
 missing (a clear status, no crash loop), reopens it when receiving fails, tracks the heartbeats
-and frame counts of every node on the bus, and offers one operation to the pollers:
-:meth:`CanPort.upload`, an SDO upload with one transaction at a time per node. It never sends
-anything else: no SDO download, no NMT, no PDO configuration (the battery is read-only).
+and frame counts of every node on the bus, and runs the SDO uploads of every node on it in one
+thread (:attr:`CanPort.sdo`, a :class:`~driver.superb.sdoloop.SdoLoop`: the pollers' tasks, and
+:meth:`CanPort.upload` for a blocking read). It never sends anything else: no SDO download, no
+NMT, no PDO configuration (the battery is read-only).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 
 import can
 import canopen
-from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 
-from driver.superb.sdo import NO_RESPONSE, SdoDiag, SdoNode
+from driver.superb.sdo import SdoDiag, Upload
+from driver.superb.sdoloop import SdoLoop, Task
 
 log = logging.getLogger("canbridge.superb.can")
 
@@ -114,9 +115,7 @@ class CanPort:
         self._factory = bus_factory
         self._on_status = on_status
         self._lock = threading.Lock()
-        self._node_locks: dict[int, threading.Lock] = {}
         self._network: canopen.Network | None = None
-        self._remotes: dict[int, SdoNode] = {}
         self._diag: dict[int, SdoDiag] = {}
         self._subs: list[_Sub] = []
         self._seen: dict[int, NodeSeen] = {}
@@ -128,9 +127,13 @@ class CanPort:
         self.status = PortStatus()
         self._thread = threading.Thread(target=self._supervise, daemon=True,
                                         name=f"canport-{interface}")
+        self.sdo = SdoLoop(interface, self._send_sdo, self.sdo_diag, self._has_diag,
+                           {"bus": BusDown, "timeout": SdoTimeout, "abort": SdoAbort,
+                            "bad": BadResponse})
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        self.sdo.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -138,6 +141,7 @@ class CanPort:
         self._broken.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        self.sdo.stop()
         self._close()
 
     def wait_open(self, timeout: float) -> bool:
@@ -202,13 +206,11 @@ class CanPort:
             for sub in self._subs:
                 net.subscribe(sub.can_id, sub.callback)
             self._network = net
-            self._remotes = {}
         self._opened.set()
 
     def _close(self) -> None:
         with self._lock:
             net, self._network = self._network, None
-            self._remotes = {}
         self._opened.clear()
         if net is not None:
             try:
@@ -235,7 +237,9 @@ class CanPort:
         if seen is None:
             seen = self._seen.setdefault(node, NodeSeen())
         seen.frames += 1
-        if func == 0x700 and data:
+        if func == 0x580:
+            self.sdo.frame(node, data)
+        elif func == 0x700 and data:
             seen.heartbeat_time = time.monotonic()
             seen.heartbeat_state = data[0]
             if data[0] == 0:
@@ -281,14 +285,7 @@ class CanPort:
                 except (KeyError, ValueError):
                     pass
 
-    # -- SDO upload --------------------------------------------------------------------------------
-    def node_lock(self, node_id: int) -> threading.Lock:
-        with self._lock:
-            lock = self._node_locks.get(node_id)
-            if lock is None:
-                lock = self._node_locks[node_id] = threading.Lock()
-            return lock
-
+    # -- SDO upload ------------------------------------------------------------------------------
     def sdo_diag(self, node_id: int) -> SdoDiag:
         """The counts of answers discarded for ``node_id`` (kept across reopens)."""
         with self._lock:
@@ -297,30 +294,31 @@ class CanPort:
                 diag = self._diag[node_id] = SdoDiag()
             return diag
 
-    def _remote(self, node_id: int) -> SdoNode:
-        diag = self.sdo_diag(node_id)
-        with self._lock:
-            if self._network is None:
-                raise BusDown(f"{self.interface} is not open")
-            node = self._remotes.get(node_id)
-            if node is None:
-                # An empty object dictionary: the client must not truncate or reinterpret a
-                # response; the object table decides what a response means.
-                node = SdoNode(node_id, diag)
-                node.sdo.MAX_RETRIES = 1
-                self._network.add_node(node)
-                self._remotes[node_id] = node
-            return node
+    def _has_diag(self, node_id: int) -> bool:
+        return node_id in self._diag
 
     def forget(self, node_id: int) -> None:
-        """Drop the SDO client of a node that is no longer polled."""
+        """Drop what is kept for a node that is not polled (its SDO counts)."""
         with self._lock:
-            node = self._remotes.pop(node_id, None)
-            if node is not None and self._network is not None:
-                try:
-                    del self._network[node_id]
-                except KeyError:
-                    pass
+            self._diag.pop(node_id, None)
+
+    def _send_sdo(self, node_id: int, frame: bytes) -> None:
+        """Send an SDO request to 0x600+node (SdoLoop thread). Raises :class:`BusDown`."""
+        self.sdo_diag(node_id)  # answers from now on are counted
+        net = self._network
+        if net is None:
+            raise BusDown(f"{self.interface} is not open")
+        try:
+            net.send_message(0x600 + node_id, frame)
+        except (can.CanError, OSError) as exc:
+            # canopen re-raises the receive thread's exception after sending: the bus is gone
+            self.status.errors += 1
+            self.status.last_error = f"send failed: {exc}"
+            if net.notifier is not None and net.notifier.exception is not None:
+                self._failed(self._generation, f"receive failed: {exc}")
+            raise BusDown(f"send failed: {exc}") from None
+        except RuntimeError as exc:  # "Not connected to CAN bus" during a reopen
+            raise BusDown(str(exc)) from None
 
     def upload(self, node_id: int, index: int, subindex: int, timeout: float) -> bytes:
         """Read one object by SDO upload (the data only); see :meth:`read`."""
@@ -328,34 +326,16 @@ class CanPort:
 
     def read(self, node_id: int, index: int, subindex: int,
              timeout: float) -> tuple[bytes, bool]:
-        """Read one object by SDO upload; one transaction per node at a time.
+        """Read one object by SDO upload, waiting for it (not from the SDO loop's thread).
 
         Returns the data and whether the node indicated its size. Raises :class:`SdoAbort`,
-        :class:`SdoTimeout`, :class:`BadResponse` or :class:`BusDown` — and nothing else: any
-        other exception raised while reading (canopen's ``struct.error`` on a malformed frame,
-        a bug) is a :class:`BadResponse`, a failed read like the others.
+        :class:`SdoTimeout`, :class:`BadResponse` or :class:`BusDown`, and nothing else.
         """
-        with self.node_lock(node_id):
-            node = self._remote(node_id)
-            node.sdo.RESPONSE_TIMEOUT = timeout
-            try:
-                return node.sdo.upload_sized(index, subindex)  # type: ignore[no-any-return]
-            except SdoAbortedError as exc:
-                raise SdoAbort(int(exc.code)) from None
-            except SdoCommunicationError as exc:
-                if NO_RESPONSE in str(exc):
-                    raise SdoTimeout(str(exc)) from None
-                raise BadResponse(str(exc)) from None
-            except (can.CanError, OSError) as exc:
-                self.status.errors += 1
-                self.status.last_error = f"send failed: {exc}"
-                if self._network is not None and self._network.notifier is not None \
-                        and self._network.notifier.exception is not None:
-                    self._failed(self._generation, f"receive failed: {exc}")
-                raise BusDown(f"send failed: {exc}") from None
-            except RuntimeError as exc:  # "Not connected to CAN bus" during a reopen
-                raise BusDown(str(exc)) from None
-            except PortError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - malformed answer or a bug: a failed read
-                raise BadResponse(f"{type(exc).__name__}: {exc}") from None
+        result: tuple[bytes, bool] = self.sdo.call(node_id, upload_task(index, subindex, timeout))
+        return result
+
+
+def upload_task(index: int, subindex: int, timeout: float) -> Task:
+    """A task of one upload: returns (data, sized) or raises the read's :class:`PortError`."""
+    result = yield Upload(index, subindex, timeout)
+    return result

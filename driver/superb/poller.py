@@ -1,13 +1,17 @@
 """The generic poller: reads the object table from one battery, one SDO transaction at a time.
 
-Each :class:`NodePoller` is a thread for one node ID. It first identifies the node (serial,
+Each :class:`NodePoller` is a task for one node ID, run by its CAN port's SDO loop (one thread
+per interface, :mod:`driver.superb.sdoloop`). It first identifies the node (serial,
 product, firmware: each object retried with back-off until all three are known; a partial
 identity never counts), then every cycle reads the fast objects (and the slow ones when due)
 of the table rows that apply to the node's firmware, takes objects that arrive in TPDOs from
 those instead of polling them, decides whether the node is online (heartbeat age and
 consecutive failed reads) and hands a :class:`NodeReport` to ``on_report`` (called on the
-poller thread: the caller moves it to the main loop). Nodes are polled concurrently because each
-node has its own thread; a slow node only ever delays its own cycle.
+SDO loop's thread: the caller moves it to the main loop). Nodes are polled concurrently: the
+loop keeps one transfer open per node, each with its own deadline, so a slow node only ever
+delays its own cycle. The poll cycle is a generator (:meth:`NodePoller.steps`) that yields its
+reads (:class:`~driver.superb.sdo.Upload`) and gets the answers, or the read's error, back;
+:meth:`NodePoller.cycle` runs one cycle and waits for it.
 
 Failed reads: a timeout, an answer that cannot be decoded, a send failure or *any* exception
 while reading. A failed read is retried once in the same cycle; ``offline_after`` failed reads
@@ -28,12 +32,14 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from driver.superb import objects as objs
 from driver.superb.canport import BadResponse, BusDown, CanPort, SdoAbort, SdoTimeout
+from driver.superb.sdo import Upload
+from driver.superb.sdoloop import TaskHandle
 
 #: identity objects that must all be known before a node counts as identified; the firmware
 #: comes from 100A or, without it, from 1018:03 (revision)
@@ -86,10 +92,8 @@ class NodeReport:
     firmware: str | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
     aborted: dict[str, int] = field(default_factory=dict)  #: last answer was this abort code
     missing: dict[str, int] = field(default_factory=dict)  #: remembered "does not exist"
-    ages: dict[str, float] = field(default_factory=dict)  #: seconds since each value was read
     stamps: dict[str, float] = field(default_factory=dict)  #: monotonic time each was read
     #: age (s) above which each value counts as unknown: its own poll period + ValueMaxAge
     max_ages: dict[str, float] = field(default_factory=dict)
@@ -103,6 +107,12 @@ class NodeReport:
     cycle_time: float = 0.0
     seq: int = 0
     state: str = "starting"  #: starting, online, offline, bus-down
+    taken: float = 0.0  #: monotonic time the report was made
+
+    @property
+    def ages(self) -> dict[str, float]:
+        """Seconds from each value's read to the report (infinite: never read)."""
+        return {k: round(self.taken - self.stamps.get(k, -math.inf), 3) for k in self.values}
 
 
 @dataclass
@@ -122,7 +132,7 @@ def poll_period(obj: objs.ObjectDef | None, cfg: PollConfig) -> float:
 
 
 class NodePoller:
-    """Polls one battery in its own thread."""
+    """Polls one battery: a task of its port's SDO loop."""
 
     def __init__(self, node_id: int, port: CanPort, config: Callable[[], PollConfig],
                  on_report: Callable[[NodeReport], None],
@@ -139,9 +149,8 @@ class NodePoller:
         self._max_ages_for: PollConfig | None = None
         self._max_ages_cache: dict[str, float] = {}
         self._once = [o for o in table if o.rate is objs.Rate.ONCE]
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._task: TaskHandle | None = None
         self.counters = Counters()
         #: objects that answered "does not exist": key -> (code, firmware it was seen with)
         self._missing: dict[str, tuple[int, tuple[int, ...] | None]] = {}
@@ -164,55 +173,64 @@ class NodePoller:
         self._aborted: dict[str, int] = {}
         self._values: dict[str, Any] = {}
         self._stamps: dict[str, float] = {}
-        self._sizes: dict[str, int] = {}
         self._backoff: dict[str, tuple[int, float]] = {}  # key -> (failures, next try)
         self._next_slow = 0.0
         #: medium-rate object -> when it is next read (absent: in the next cycle)
         self._next_medium: dict[str, float] = {}
 
-    # -- thread --------------------------------------------------------------------------------
+    # -- task --------------------------------------------------------------------------------
     def start(self) -> None:
         self.port.on_heartbeat(self.node_id, self._heartbeat)
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"superb-node-{self.node_id}")
-        self._thread.start()
+        self._task = self.port.sdo.add(self.node_id, self._run())
 
     def stop(self, join: bool = True) -> None:
-        self._stop.set()
-        self._wake.set()
+        """Stop polling; with ``join``, no report is handed on once this returns."""
+        self._stopped = True
         self.port.drop_heartbeat(self.node_id, self._heartbeat)
         self._drop_tpdos()
-        if join and self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        self.port.forget(self.node_id)
+        if self._task is not None:
+            self.port.sdo.remove(self._task, wait=join)
 
     def wake(self) -> None:
         """Start the next cycle now (a setting changed, the node came back)."""
-        self._wake.set()
+        if self._task is not None:
+            self.port.sdo.wake(self._task)
 
     def _heartbeat(self, node_id: int, state: int) -> None:
         # Receive thread: a boot-up, or a heartbeat from a node we think is offline, re-probes.
         if state == 0 or not self._online:
-            self._wake.set()
+            self.wake()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self) -> Generator[Any, Any, None]:
+        """The poller's task: a cycle, its report, a sleep until the next (woken early)."""
+        while not self._stopped:
             started = time.monotonic()
-            report = self.safe_cycle()
-            if self._stop.is_set():
+            report = yield from self.safe_steps()
+            if self._stopped:
                 return
-            self._on_report(report)
-            cfg = self._config()
-            delay = max(0.0, cfg.interval - (time.monotonic() - started))
-            self._wake.wait(delay)
-            self._wake.clear()
+            try:
+                self._on_report(report)
+            except Exception:  # the next cycle must come whatever the receiver did
+                log.exception("node %d: handing on the report failed", self.node_id)
+            delay = max(0.0, self._config().interval - (time.monotonic() - started))
+            yield delay
+
+    def cycle(self) -> NodeReport:
+        """Run one poll cycle in the SDO loop and wait for its report (may raise)."""
+        report: NodeReport = self.port.sdo.call(self.node_id, self.steps())
+        return report
 
     def safe_cycle(self) -> NodeReport:
-        """:meth:`cycle`, but a cycle that raises takes the node offline (values invalid)
+        """:meth:`safe_steps` run in the SDO loop, waited for."""
+        report: NodeReport = self.port.sdo.call(self.node_id, self.safe_steps())
+        return report
+
+    def safe_steps(self) -> Generator[Upload, Any, NodeReport]:
+        """:meth:`steps`, but a cycle that raises takes the node offline (values invalid)
         instead of leaving the last values published as if they were fresh."""
         try:
-            return self.cycle()
-        except Exception as exc:  # a bug must neither kill the thread nor pass old data on
+            return (yield from self.steps())
+        except Exception as exc:  # a bug must neither end the task nor pass old data on
             self.counters.cycle_errors += 1
             log.exception("node %d: poll cycle failed; node offline until a cycle succeeds",
                           self.node_id)
@@ -225,8 +243,8 @@ class NodePoller:
                                   last_error=f"{type(exc).__name__}: {exc}")
 
     # -- one cycle ---------------------------------------------------------------------------------
-    def cycle(self) -> NodeReport:
-        """Run one poll cycle (blocking) and return its report."""
+    def steps(self) -> Generator[Upload, Any, NodeReport]:
+        """One poll cycle: yields its reads, returns its report."""
         cfg = self._config()
         t0 = time.monotonic()
         self.counters.cycles += 1
@@ -242,7 +260,7 @@ class NodePoller:
         # One cheap probe per cycle while offline; a node that answers is identified again
         # (it may be another battery, or have new firmware).
         if not self._online and self._identified:
-            probe = self._read(objs.BY_KEY["serial"], cfg)
+            probe = yield from self._read(objs.BY_KEY["serial"], cfg)
             if not self._answered(probe):
                 self._update_online(cfg)
                 return self._report(time.monotonic() - t0)
@@ -250,7 +268,7 @@ class NodePoller:
                 log.warning("node %d: serial changed %s -> %s (another battery)",
                             self.node_id, self._identity.get("serial"), probe)
             self._reset_node_state()
-        if not self._identified and not self._identify(cfg):
+        if not self._identified and not (yield from self._identify(cfg)):
             self._update_online(cfg)
             return self._report(time.monotonic() - t0)
         due = [o for o in self._once if o.key not in self._identity and self._due(o, t0)]
@@ -266,7 +284,7 @@ class NodePoller:
                 continue
             if not self._wanted(obj):
                 continue
-            result = self._read_retry(obj, cfg)
+            result = yield from self._read_retry(obj, cfg)
             if result is _BUSDOWN or self._failures >= cfg.offline_after:
                 break
             self._store(obj, result, t0)
@@ -277,8 +295,8 @@ class NodePoller:
         if obj.rate is objs.Rate.ONCE:
             if result is None or result is _TIMEOUT or result is _ABORT:
                 self._retry_later(obj, now)
-            else:
-                self._identity[obj.key] = result
+            else:  # a new dict: the reports share the identity (it changes only here)
+                self._identity = {**self._identity, obj.key: result}
                 self._backoff.pop(obj.key, None)
             return
         if result is _TIMEOUT:
@@ -309,7 +327,7 @@ class NodePoller:
         delay = min(MAX_BACKOFF, self._config().interval * 2 ** fails)
         self._backoff[obj.key] = (fails + 1, now + delay)
 
-    def _identify(self, cfg: PollConfig) -> bool:
+    def _identify(self, cfg: PollConfig) -> Generator[Upload, Any, bool]:
         """Read what identifies the node; True once serial, product and firmware are known.
 
         What was read is kept: a timeout ends this attempt, the next cycle asks only for what is
@@ -320,7 +338,7 @@ class NodePoller:
         for obj in self._once:
             if obj.key in self._identity or not self._wanted(obj) or not self._due(obj, now):
                 continue
-            result = self._read_retry(obj, cfg)
+            result = yield from self._read_retry(obj, cfg)
             if result is _BUSDOWN:
                 return False
             self._store(obj, result, now)
@@ -339,7 +357,7 @@ class NodePoller:
         if vendor is not None and vendor != objs.SUPERB_VENDOR_ID:
             log.warning("node %d: vendor 0x%X is not SuperB (0x%X); reading it anyway",
                         self.node_id, vendor, objs.SUPERB_VENDOR_ID)
-        self._read_tpdo_config(cfg)
+        yield from self._read_tpdo_config(cfg)
         self._identified = True
         self._next_slow = 0.0
         self._next_medium = {}
@@ -359,12 +377,12 @@ class NodePoller:
                 del self._missing[key]
 
     # -- reading -----------------------------------------------------------------------------------
-    def _read_retry(self, obj: objs.ObjectDef, cfg: PollConfig) -> Any:
+    def _read_retry(self, obj: objs.ObjectDef, cfg: PollConfig) -> Generator[Upload, Any, Any]:
         """:meth:`_read`, asked once more at once when it failed (timeout, bad answer)."""
-        result = self._read(obj, cfg)
+        result = yield from self._read(obj, cfg)
         if (result is _TIMEOUT or result is None) and self._failures < cfg.offline_after:
             self.counters.retries += 1
-            result = self._read(obj, cfg)
+            result = yield from self._read(obj, cfg)
         return result
 
     def _failed(self, why: str) -> None:
@@ -372,10 +390,10 @@ class NodePoller:
         self._failures += 1
         self._last_error = why
 
-    def _read(self, obj: objs.ObjectDef, cfg: PollConfig) -> Any:
+    def _read(self, obj: objs.ObjectDef, cfg: PollConfig) -> Generator[Upload, Any, Any]:
         """Read one object. Returns its value, None (unusable answer), or a marker."""
         try:
-            data, sized = self.port.read(self.node_id, obj.index, obj.subindex, cfg.sdo_timeout)
+            data, sized = yield Upload(obj.index, obj.subindex, cfg.sdo_timeout)
         except SdoTimeout:
             self.counters.sdo_timeouts += 1
             self._failed(f"{obj.label} {obj.key}: no answer")
@@ -417,7 +435,6 @@ class NodePoller:
         self._failures = 0
         self._last_ok = time.monotonic()
         self._aborted.pop(obj.key, None)
-        self._sizes[obj.key] = len(data)
         try:
             return objs.decode(obj, data, sized)
         except objs.DecodeError as exc:
@@ -427,9 +444,10 @@ class NodePoller:
             log.warning("node %d: %s", self.node_id, exc)
             return None
 
-    def _read_raw_u32(self, index: int, sub: int, cfg: PollConfig) -> int | None:
+    def _read_raw_u32(self, index: int, sub: int,
+                      cfg: PollConfig) -> Generator[Upload, Any, int | None]:
         try:
-            data, sized = self.port.read(self.node_id, index, sub, cfg.sdo_timeout)
+            data, sized = yield Upload(index, sub, cfg.sdo_timeout)
         except (SdoAbort, SdoTimeout, BadResponse, BusDown):
             return None
         self.counters.sdo_ok += 1
@@ -438,23 +456,23 @@ class NodePoller:
         return int.from_bytes(data[:4], "little") if 1 <= len(data) <= 4 else None
 
     # -- TPDOs -------------------------------------------------------------------------------------
-    def _read_tpdo_config(self, cfg: PollConfig) -> None:
+    def _read_tpdo_config(self, cfg: PollConfig) -> Generator[Upload, Any, None]:
         """Read 1800-1803 / 1A00-1A03 (SDO uploads only) and listen to TPDOs of known objects."""
         self._drop_tpdos()
         maps: list[_TpdoMap] = []
         for comm, mapping in zip(objs.TPDO_COMM, objs.TPDO_MAP, strict=True):
-            cob = self._read_raw_u32(comm, 1, cfg)
+            cob = yield from self._read_raw_u32(comm, 1, cfg)
             if cob is None:
                 break
             if cob & 0x80000000 or cob & 0x1FFFF800:
                 continue  # PDO not valid, or a 29-bit id
-            count = self._read_raw_u32(mapping, 0, cfg)
+            count = yield from self._read_raw_u32(mapping, 0, cfg)
             if not count:
                 continue
             entries: list[tuple[objs.ObjectDef | None, int, int]] = []
             offset = 0
             for sub in range(1, min(count, 8) + 1):
-                raw = self._read_raw_u32(mapping, sub, cfg)
+                raw = yield from self._read_raw_u32(mapping, sub, cfg)
                 if raw is None:
                     entries = []
                     break
@@ -551,27 +569,26 @@ class NodePoller:
         cfg = self._config()
         now = time.monotonic()
         values: dict[str, Any] = {}
-        ages: dict[str, float] = {}
         max_ages = self._max_ages(cfg)
         default_limit = cfg.interval + cfg.max_age
+        stamps = self._stamps
         for key, value in self._values.items():
-            age = now - self._stamps.get(key, -math.inf)
-            ages[key] = round(age, 3)
+            age = now - stamps.get(key, -math.inf)
             values[key] = value if age <= max_ages.get(key, default_limit) else None
         return NodeReport(
             node_id=self.node_id, online=self._online,
             serial=self._identity.get("serial"),
             firmware=objs.format_firmware(self._firmware),
-            identity=dict(self._identity), values=values, sizes=dict(self._sizes),
-            aborted=dict(self._aborted),
-            missing={k: code for k, (code, _) in self._missing.items()}, ages=ages,
-            stamps={k: self._stamps[k] for k in values if k in self._stamps},
+            identity=self._identity, values=values,
+            aborted=dict(self._aborted) if self._aborted else {},
+            missing={k: code for k, (code, _) in self._missing.items()} if self._missing else {},
+            stamps={k: stamps[k] for k in values if k in stamps},
             max_ages=max_ages,
             sdo=self.port.sdo_diag(self.node_id).snapshot(),
             tpdo_keys=tuple(sorted(self._fresh_tpdo(cfg))),
             heartbeat_age=hb_age, heartbeat_state=seen.heartbeat_state, frames=seen.frames,
             counters=replace(self.counters), last_error=self._last_error, cycle_time=took,
-            seq=self._seq, state=state)
+            seq=self._seq, state=state, taken=now)
 
 
 class _Marker:

@@ -103,9 +103,10 @@ def test_consumed_ah_never_positive_and_time_to_go() -> None:
 
 def test_cycle_counter_never_by_response_size() -> None:
     """Issue 12: 6050 means charge cycles whatever the length of the answer (4 bytes is not
-    CiA 418 Ah); 2014:00 wins when the battery has it."""
-    r = NodeReport(node_id=1, online=True, values={**BASE, "cycles_6050": 37},
-                   sizes={"cycles_6050": 4})
+    CiA 418 Ah); 2014:00 wins when the battery has it. The report does not carry the answers'
+    lengths at all: the poller decodes by the object table, the model sees values only."""
+    assert not any("size" in f for f in NodeReport.__dataclass_fields__)
+    r = NodeReport(node_id=1, online=True, values={**BASE, "cycles_6050": 37})
     vals = bat.battery_values(r, bat.Limits())
     assert vals["/History/ChargeCycles"] == 37 and vals["/History/TotalAhCharged"] is None
     r2 = NodeReport(node_id=1, online=True, values={**BASE, "cycles_6050": 12, "cycles": 15})
