@@ -463,7 +463,7 @@ def summary_md(results: dict[str, Any]) -> str:
                   "answered by the simulated batteries after 2 ms, python-can virtual bus in one "
                   f"process, median of {results['cycles']} cycles (at least 15 up to 8 batteries). "
                   "*dbus-superb*: the driver's "
-                  "`NodePoller`s, one thread per battery (`bench.superb_poll.measure`); "
+                  "`NodePoller`s, all in the port's one SDO thread (`bench.superb_poll.measure`); "
                   "*sequential*: the same pollers one after another; *baseline*: "
                   "`bench/baseline_poller.py` (one shared bus, request then blocking `recv()` "
                   "loop per object, every object of every battery in turn), on the same "

@@ -7,9 +7,10 @@ Everything runs in this process on a python-can virtual bus: the simulated batte
 :class:`~driver.superb.canport.CanPort` and :class:`~driver.superb.poller.NodePoller`s. For each
 battery count it measures, in the same run and with the same pollers:
 
-* concurrent: one thread per node runs its poll cycle at the same time (what the driver does);
-* sequential: one thread runs the nodes' cycles one after another (reading the same objects
-  one after another).
+* concurrent: every node's poll cycle starts at the same time in the port's SDO loop (what the
+  driver does: one thread per interface, one transfer open per node);
+* sequential: the nodes' cycles one after another (reading the same objects one after
+  another).
 
 A cycle is the fast objects plus the slow ones (slow ones are due on every measured cycle).
 """

@@ -1,9 +1,10 @@
 """``dbus-superb``: SuperB Epsilon V2 batteries over CANopen as Venus battery services.
 
 The process: one :class:`~driver.superb.canport.CanPort` (python-can bus + canopen Network)
-for the configured interface, one :class:`~driver.superb.poller.NodePoller` thread per
-configured node ID, and on the GLib main loop the D-Bus services: one battery service per
-battery, the manager service with status and scan, and the BMS for DVCC:
+for the configured interface with its one SDO thread, one
+:class:`~driver.superb.poller.NodePoller` task in it per configured node ID, and on the GLib
+main loop the D-Bus services: one battery service per battery, the manager service with status
+and scan, and the BMS for DVCC:
 
 * exactly one service is the BMS (publishes ``/Info/MaxCharge*``): with one node configured in
   individual mode, that battery's service; otherwise the aggregate battery, and the per-battery

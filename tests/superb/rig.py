@@ -1,5 +1,5 @@
 """The driver's CAN port and pollers against quirky SuperB nodes (``sim/superb_quirky.py``) on a
-python-can virtual bus, in this process: real frames, canopen's real SDO client, no D-Bus."""
+python-can virtual bus, in this process: real frames, the driver's SDO loop, no D-Bus."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A scripted node on a python-can virtual bus answers each request with frames written here by
 hand (CiA 301 layouts): answers to another object, aborts for another object, answers after the
-client's timeout, frames cut to 2 bytes. The driver's :class:`CanPort` (canopen's SDO client
+client's timeout, frames cut to 2 bytes. The driver's :class:`CanPort` (its SDO loop
 underneath) must return the right object's value or fail the read cleanly, and a late answer
 must never reach a later request.
 """
