@@ -27,12 +27,14 @@ class App:
     log: logging.Logger
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
+def limit_malloc_arenas(arenas: int = 1) -> None:
     """Keep glibc from giving every thread its own heap arena.
 
-    The drivers run a few threads (CAN receive, one poller per battery, the BMS sender); with
-    glibc's default of 8 arenas per core each may keep megabytes of heap resident. Two arenas
-    are plenty for this little allocation traffic.
+    The drivers run a few threads (CAN receive, the SDO loop, the BMS sender); with glibc's
+    default of 8 arenas per core each may keep megabytes of heap resident. Their Python code
+    allocates under the GIL, one thread at a time, so a second arena would buy no parallelism,
+    only a second heap: one arena measured 0.2-0.4 MiB less resident memory than two with 16
+    batteries (docs/BENCHMARKS.md), CPU unchanged.
     """
     try:
         import ctypes

@@ -131,6 +131,11 @@ def poll_period(obj: objs.ObjectDef | None, cfg: PollConfig) -> float:
     return cfg.interval
 
 
+#: the age limits built last: (table, configuration, limits), shared by every poller using them
+_max_ages_last: tuple[tuple[objs.ObjectDef, ...] | None, PollConfig | None, dict[str, float]] = (
+    None, None, {})
+
+
 class NodePoller:
     """Polls one battery: a task of its port's SDO loop."""
 
@@ -550,10 +555,15 @@ class NodePoller:
 
     def _max_ages(self, cfg: PollConfig) -> dict[str, float]:
         """Every object's age limit (its poll period + ``max_age``) under ``cfg``; one dict per
-        configuration, shared by the reports (which never change it)."""
+        configuration and table, shared by the pollers and their reports (which never change
+        it)."""
+        global _max_ages_last
         if self._max_ages_for is not cfg:
-            self._max_ages_cache = {o.key: poll_period(o, cfg) + cfg.max_age
-                                    for o in self._table}
+            table, last_cfg, ages = _max_ages_last
+            if table is not self._table or last_cfg != cfg:
+                ages = {o.key: poll_period(o, cfg) + cfg.max_age for o in self._table}
+                _max_ages_last = (self._table, cfg, ages)
+            self._max_ages_cache = ages
             self._max_ages_for = cfg
         return self._max_ages_cache
 
