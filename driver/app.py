@@ -27,14 +27,15 @@ class App:
     log: logging.Logger
 
 
-def limit_malloc_arenas(arenas: int = 1) -> None:
+def limit_malloc_arenas(arenas: int = 2) -> None:
     """Keep glibc from giving every thread its own heap arena.
 
-    The drivers run a few threads (CAN receive, the SDO loop, the BMS sender); with glibc's
-    default of 8 arenas per core each may keep megabytes of heap resident. Their Python code
-    allocates under the GIL, one thread at a time, so a second arena would buy no parallelism,
-    only a second heap: one arena measured 0.2-0.4 MiB less resident memory than two with 16
-    batteries (docs/BENCHMARKS.md), CPU unchanged.
+    The processes run a few threads (CAN receive, the SDO loop, the BMS sender, web requests);
+    with glibc's default of 8 arenas per core each may keep megabytes of heap resident. Two
+    arenas keep a thread that must not wait (dbus-sma's BMS sender) apart from the main loop's
+    allocations. dbus-superb asks for one: its threads allocate under the GIL, one at a time,
+    so a second arena buys it nothing but a second heap (one arena measured 0.2-0.4 MiB less
+    resident memory with 16 batteries, CPU unchanged; docs/BENCHMARKS.md).
     """
     try:
         import ctypes
@@ -71,13 +72,14 @@ def common_args(description: str) -> argparse.ArgumentParser:
 
 def start(name: str, args: argparse.Namespace, prefixes: tuple[str, ...],
           on_change: Callable[[str, Any, Any], None] | None = None,
-          on_ready: Callable[[App], None] | None = None) -> App | None:
+          on_ready: Callable[[App], None] | None = None, *,
+          malloc_arenas: int = 2) -> App | None:
     """Set up logging, the schema, the main loop and the live settings under ``prefixes``.
 
     Returns None (after logging why) when the schema is invalid: a broken schema stops the
     program with a message naming the setting and the problem.
     """
-    limit_malloc_arenas()
+    limit_malloc_arenas(malloc_arenas)
     log = setup_logging(name, logging.DEBUG if args.debug else logging.INFO)
     try:
         schema = load_schema(args.schema)

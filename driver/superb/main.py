@@ -563,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
 
     app = appmod.start("dbus-superb", args, ("Superb/",),
                        on_change=guarded(changed, "dbus-superb setting change"),
-                       on_ready=guarded(ready, "dbus-superb start"))
+                       on_ready=guarded(ready, "dbus-superb start"),
+                       malloc_arenas=1)  # all its threads allocate under the GIL (app.py)
     return appmod.run(app)
 
 
