@@ -215,6 +215,8 @@ class SuperbDriver:
         port = CanPort(iface, bitrate, factory,
                        on_status=lambda st: self._call_soon(self._port_status_changed, port,
                                                             replace(st)))
+        if os.environ.get(INJECT_ENV):
+            port.sdo.inject = lambda: _injected("sdoloop")
         self.port = port
         port.start()
         for n in self.node_ids:
@@ -418,6 +420,10 @@ class SuperbDriver:
         # Values age with time, also when no report comes (a poller stuck in a read): a
         # battery without a report for a poll interval is computed again (its values may have
         # become too old); the aggregate follows, its ramps and SoC grace period move with time.
+        if self.port is not None and self.port.sdo.ended:
+            # No battery would be read again (their values would age to "unknown", CCL 0):
+            # exit for the supervisor, which starts a fresh process.
+            raise RuntimeError("the SDO loop thread ended")
         now = time.monotonic()
         limits_changed = False
         for n, r in list(self.reports.items()):

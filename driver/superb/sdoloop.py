@@ -96,10 +96,14 @@ class SdoLoop:
         self._busy: dict[int, TaskHandle] = {}  #: node -> the task whose transfer is open
         self._waiting: dict[int, deque[TaskHandle]] = {}  #: node -> tasks waiting their turn
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sdo-{name}")
+        self._started = False
         self._stopped = False
+        #: fault injection for the process tests (None in operation)
+        self.inject: Callable[[], bool] | None = None
 
     # -- other threads --------------------------------------------------------------------------
     def start(self) -> None:
+        self._started = True
         self._thread.start()
 
     def stop(self) -> None:
@@ -110,6 +114,11 @@ class SdoLoop:
     @property
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stopped
+
+    @property
+    def ended(self) -> bool:
+        """The loop was started and its thread is gone (stopped, or failed: logged)."""
+        return self._started and not self._thread.is_alive()
 
     def frame(self, node_id: int, data: bytes) -> None:
         """An SDO answer (0x580+node) heard on the bus (receive thread)."""
@@ -163,6 +172,12 @@ class SdoLoop:
                     except queue.Empty:
                         item = None
                 self._expire(time.monotonic())
+                if self.inject is not None and self.inject():
+                    raise RuntimeError("injected into the SDO loop")
+        except Exception:
+            log.exception("the SDO loop of %s failed; no SDO transfers from now on",
+                          self._thread.name)
+            raise
         finally:
             self._stopped = True
             for t in list(self._tasks):
