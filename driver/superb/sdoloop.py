@@ -289,7 +289,7 @@ class SdoLoop:
                 err = self._open(nxt, nxt.upload)
                 if err is not None:
                     self._step(nxt, None, err)
-        if waiting is not None and not waiting:
+        if waiting is not None and not waiting and self._waiting.get(node_id) is waiting:
             del self._waiting[node_id]
 
     def _open(self, t: TaskHandle, up: Upload) -> BaseException | None:
