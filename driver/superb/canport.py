@@ -20,37 +20,21 @@ from typing import Any
 import can
 import canopen
 
-from driver.superb.sdo import SdoDiag, Upload
+from driver.superb.sdo import (  # the errors of a read, where the pollers and the scan look
+    BadResponse,
+    BusDown,
+    PortError,
+    SdoAbort,
+    SdoDiag,
+    SdoTimeout,
+    Upload,
+)
 from driver.superb.sdoloop import SdoLoop, Task
 
 log = logging.getLogger("canbridge.superb.can")
 
 BusFactory = Callable[[str, int], can.BusABC]
 FrameCallback = Callable[[int, bytearray, float], None]
-
-
-class PortError(Exception):
-    """Base of the errors an SDO upload can end with."""
-
-
-class SdoAbort(PortError):
-    """The node answered with an SDO abort."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"SDO abort 0x{code:08X}")
-        self.code = code
-
-
-class SdoTimeout(PortError):
-    """The node did not answer in time."""
-
-
-class BadResponse(PortError):
-    """The node answered with something that is not a valid upload response."""
-
-
-class BusDown(PortError):
-    """The CAN interface is not open, or sending failed (bus-off, no buffer space)."""
 
 
 @dataclass
@@ -99,6 +83,10 @@ class _Listener(can.Listener):
         self.port._failed(self.generation, f"receive failed: {exc}")
 
 
+__all__ = ["BadResponse", "BusDown", "CanPort", "NodeSeen", "PortError", "PortStatus", "SdoAbort",
+           "SdoTimeout", "upload_task"]
+
+
 class CanPort:
     """A shared CAN interface with back-off reconnect.
 
@@ -127,9 +115,7 @@ class CanPort:
         self.status = PortStatus()
         self._thread = threading.Thread(target=self._supervise, daemon=True,
                                         name=f"canport-{interface}")
-        self.sdo = SdoLoop(interface, self._send_sdo, self.sdo_diag, self._has_diag,
-                           {"bus": BusDown, "timeout": SdoTimeout, "abort": SdoAbort,
-                            "bad": BadResponse})
+        self.sdo = SdoLoop(interface, self._send_sdo, self.sdo_diag, self._has_diag)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -304,7 +290,8 @@ class CanPort:
 
     def _send_sdo(self, node_id: int, frame: bytes) -> None:
         """Send an SDO request to 0x600+node (SdoLoop thread). Raises :class:`BusDown`."""
-        self.sdo_diag(node_id)  # answers from now on are counted
+        if node_id not in self._diag:
+            self.sdo_diag(node_id)  # answers from now on are counted
         net = self._network
         if net is None:
             raise BusDown(f"{self.interface} is not open")

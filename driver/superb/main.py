@@ -417,13 +417,13 @@ class SuperbDriver:
     def _tick(self) -> bool:
         if _injected("tick"):
             raise InjectedFault("injected into the tick")
-        # Values age with time, also when no report comes (a poller stuck in a read): a
-        # battery without a report for a poll interval is computed again (its values may have
-        # become too old); the aggregate follows, its ramps and SoC grace period move with time.
         if self.port is not None and self.port.sdo.ended:
             # No battery would be read again (their values would age to "unknown", CCL 0):
             # exit for the supervisor, which starts a fresh process.
             raise RuntimeError("the SDO loop thread ended")
+        # Values age with time, also when no report comes (a poller stuck in a read): a
+        # battery without a report for a poll interval is computed again (its values may have
+        # become too old); the aggregate follows, its ramps and SoC grace period move with time.
         now = time.monotonic()
         limits_changed = False
         for n, r in list(self.reports.items()):

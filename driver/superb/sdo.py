@@ -74,16 +74,29 @@ class Upload:
     timeout: float
 
 
-class TransferAborted(Exception):
-    """The node answered the transfer with an SDO abort."""
+class PortError(Exception):
+    """Base of the errors an SDO upload can end with."""
+
+
+class SdoAbort(PortError):
+    """The node answered with an SDO abort."""
 
     def __init__(self, code: int) -> None:
         super().__init__(f"SDO abort 0x{code:08X}")
         self.code = code
 
 
-class TransferFailed(Exception):
-    """The node's answers cannot make a valid upload (sizes that disagree, too long)."""
+class SdoTimeout(PortError):
+    """The node did not answer in time."""
+
+
+class BadResponse(PortError):
+    """The node answered with something that is not a valid upload (sizes that disagree, too
+    long, a frame that cannot be decoded)."""
+
+
+class BusDown(PortError):
+    """The CAN interface is not open, or sending failed (bus-off, no buffer space)."""
 
 
 def request_frame(index: int, subindex: int) -> bytes:
@@ -98,7 +111,7 @@ def abort_frame(index: int, subindex: int, code: int) -> bytes:
 class UploadTransfer:
     """One SDO upload. :meth:`on_frame` returns ``None`` (keep waiting), the next frame to send
     (segmented transfer), or ``True`` once :attr:`data` is complete; it raises
-    :class:`TransferAborted` or :class:`TransferFailed`."""
+    :class:`SdoAbort` or :class:`BadResponse`."""
 
     __slots__ = ("_parts", "_segmented", "_size", "_toggle", "data", "index", "sized", "subindex")
 
@@ -138,7 +151,7 @@ class UploadTransfer:
         """Take an answer that :meth:`mismatch` accepted."""
         cmd = frame[0]
         if cmd >> 5 == _CS_ABORT:
-            raise TransferAborted(int.from_bytes(frame[4:8], "little"))
+            raise SdoAbort(int.from_bytes(frame[4:8], "little"))
         if not self._segmented:
             if cmd & 0x02:  # expedited
                 if cmd & 0x01:  # size indicated: 4 - n bytes are data
@@ -149,19 +162,19 @@ class UploadTransfer:
             self._segmented = True
             self._size = int.from_bytes(frame[4:8], "little") if cmd & 0x01 else None
             if self._size is not None and self._size > MAX_SEGMENTED:
-                raise TransferFailed(f"{self._size} bytes indicated")
+                raise BadResponse(f"{self._size} bytes indicated")
             return bytes([_CCS_SEGMENT << 5 | self._toggle]) + bytes(7)
         self._parts += frame[1:8 - ((cmd >> 1) & 7)]
         if len(self._parts) > MAX_SEGMENTED:
-            raise TransferFailed(f"more than {MAX_SEGMENTED} bytes")
+            raise BadResponse(f"more than {MAX_SEGMENTED} bytes")
         if cmd & 0x01:  # last segment
             if self._size is not None and len(self._parts) != self._size:
-                raise TransferFailed(f"{len(self._parts)} bytes received, {self._size} indicated")
+                raise BadResponse(f"{len(self._parts)} bytes received, {self._size} indicated")
             self.data, self.sized = bytes(self._parts), self._size is not None
             return True
         self._toggle ^= _TOGGLE
         return bytes([_CCS_SEGMENT << 5 | self._toggle]) + bytes(7)
 
 
-__all__ = ["ABORT_TIMED_OUT", "NO_RESPONSE", "SdoDiag", "TransferAborted", "TransferFailed",
-           "Upload", "UploadTransfer", "abort_frame", "request_frame"]
+__all__ = ["ABORT_TIMED_OUT", "NO_RESPONSE", "BadResponse", "BusDown", "PortError", "SdoAbort",
+           "SdoDiag", "SdoTimeout", "Upload", "UploadTransfer", "abort_frame", "request_frame"]

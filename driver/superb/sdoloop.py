@@ -1,7 +1,7 @@
 """One thread per CAN interface that runs every SDO transfer on it (docs/superb.md, "Threads").
 
 Work comes as *tasks*: generators that yield an :class:`~driver.superb.sdo.Upload` (and get back
-``(data, sized)``, or the read's :class:`~driver.superb.canport.PortError` thrown in) or a number
+``(data, sized)``, or the read's :class:`~driver.superb.sdo.PortError` thrown in) or a number
 of seconds to sleep (woken early by :meth:`SdoLoop.wake`). A battery's poller is one long task;
 a blocking read from another thread (the scan) is a one-upload task waited for with
 :meth:`SdoLoop.call`.
@@ -24,21 +24,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from driver.superb.sdo import (
     NO_RESPONSE,
+    BadResponse,
+    BusDown,
+    PortError,
     SdoDiag,
-    TransferAborted,
-    TransferFailed,
+    SdoTimeout,
     Upload,
     UploadTransfer,
 )
 
-if TYPE_CHECKING:
-    from driver.superb.canport import PortError
-
 log = logging.getLogger("canbridge.superb.sdo")
+
+#: the longest SDO timeout and sleep a task may ask for (s); beyond, or NaN, is a bug upstream
+MAX_TIMEOUT = 60.0
+MAX_SLEEP = 3600.0
 
 #: a task: yields Upload (gets (data, sized)) or seconds to sleep (gets None); returns a result
 Task = Generator[Any, Any, Any]
@@ -79,18 +82,15 @@ class SdoLoop:
     """The SDO transfers of one CAN interface, in one thread.
 
     ``send(node_id, frame)`` sends a request frame to 0x600+node (raising
-    :class:`~driver.superb.canport.BusDown`); ``errors`` maps the transfer's outcomes to the
-    port's error classes; ``diag(node_id)`` gives the node's :class:`SdoDiag` and
-    ``known(node_id)`` whether it has one (unasked nodes are not counted).
+    :class:`~driver.superb.sdo.BusDown`); ``diag(node_id)`` gives the node's :class:`SdoDiag`
+    and ``known(node_id)`` whether it has one (unasked nodes are not counted).
     """
 
     def __init__(self, name: str, send: Callable[[int, bytes], None],
-                 diag: Callable[[int], SdoDiag], known: Callable[[int], bool],
-                 errors: dict[str, type[PortError]]) -> None:
+                 diag: Callable[[int], SdoDiag], known: Callable[[int], bool]) -> None:
         self._send = send
         self._diag = diag
         self._known = known
-        self._errors = errors
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._tasks: list[TaskHandle] = []
         self._busy: dict[int, TaskHandle] = {}  #: node -> the task whose transfer is open
@@ -147,13 +147,13 @@ class SdoLoop:
         if threading.current_thread() is self._thread:
             raise RuntimeError("SdoLoop.call from the loop's own thread")
         if not self.running:
-            raise self._errors["bus"]("the SDO loop is not running")
+            raise BusDown("the SDO loop is not running")
         handle = TaskHandle(node_id, gen, threading.Event())
         self._inbox.put(("add", handle))
         assert handle.done is not None
         while not handle.done.wait(0.5):
             if not self.running:
-                raise self._errors["bus"]("the SDO loop stopped")
+                raise BusDown("the SDO loop stopped")
         if handle.error is not None:
             raise handle.error
         return handle.result
@@ -181,7 +181,7 @@ class SdoLoop:
         finally:
             self._stopped = True
             for t in list(self._tasks):
-                self._end(t, None, self._errors["bus"]("the SDO loop stopped"), close=True)
+                self._end(t, None, BusDown("the SDO loop stopped"), close=True)
 
     def _next_item(self) -> tuple[Any, ...] | None:
         now = time.monotonic()
@@ -233,7 +233,7 @@ class SdoLoop:
                     self._send(t.node_id, tr.timeout_abort())
                 except Exception:  # noqa: BLE001 - the task must hear of the timeout, not this
                     pass
-                self._finish(t, None, self._errors["timeout"](NO_RESPONSE))
+                self._finish(t, None, SdoTimeout(NO_RESPONSE))
             elif t.wake_at is not None and now >= t.wake_at:
                 t.wake_at = None
                 self._step(t, None, None)
@@ -251,11 +251,8 @@ class SdoLoop:
             return
         try:
             out = tr.on_frame(data)
-        except TransferAborted as exc:
-            self._finish(t, None, self._errors["abort"](exc.code))
-            return
-        except TransferFailed as exc:
-            self._finish(t, None, self._errors["bad"](str(exc)))
+        except PortError as exc:  # an abort for this object, answers that make no upload
+            self._finish(t, None, exc)
             return
         if out is True:
             self._finish(t, (tr.data, tr.sized), None)
@@ -269,8 +266,7 @@ class SdoLoop:
         t.deadline = time.monotonic() + t.upload.timeout if t.upload else 0.0
 
     def _as_port_error(self, exc: BaseException) -> BaseException:
-        return exc if isinstance(exc, tuple(self._errors.values())) \
-            else self._errors["bad"](f"{type(exc).__name__}: {exc}")
+        return exc if isinstance(exc, PortError) else BadResponse(f"{type(exc).__name__}: {exc}")
 
     def _finish(self, t: TaskHandle, value: Any, error: BaseException | None) -> None:
         """End ``t``'s transfer and give its node to the next task waiting for it."""
@@ -295,6 +291,9 @@ class SdoLoop:
     def _open(self, t: TaskHandle, up: Upload) -> BaseException | None:
         """Send ``t``'s request, or queue it behind the node's open transfer; returns the
         error of a request that could not be sent (the read failed at once)."""
+        if not 0.0 < up.timeout <= MAX_TIMEOUT:  # NaN too: a transfer that never times out
+            t.upload = None
+            return BadResponse(f"SDO timeout {up.timeout!r} s is not usable")
         t.upload = up
         if t.node_id in self._busy:
             self._waiting.setdefault(t.node_id, deque()).append(t)
@@ -335,7 +334,11 @@ class SdoLoop:
             if t.woken:
                 t.woken = False
                 continue
-            t.wake_at = time.monotonic() + max(0.0, float(out))
+            delay = float(out)
+            if not delay <= MAX_SLEEP:  # NaN too: the task would never run again
+                log.error("SDO task of node %d asked to sleep %r s; sleeping 1 s", t.node_id, out)
+                delay = 1.0
+            t.wake_at = time.monotonic() + max(0.0, delay)
             return
 
     def _end(self, t: TaskHandle, result: Any, error: BaseException | None,
@@ -357,7 +360,7 @@ class SdoLoop:
         t.result, t.error = result, error
         if t.done is not None:
             if close and error is None:
-                t.error = self._errors["bus"]("the SDO loop stopped")
+                t.error = BusDown("the SDO loop stopped")
             t.done.set()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from driver.superb.poller import PollConfig
-from driver.superb.sdo import TransferAborted, TransferFailed, UploadTransfer
+from driver.superb.sdo import BadResponse, SdoAbort, UploadTransfer
 from tests.superb.rig import QuirkyRig, node
 
 
@@ -91,6 +91,20 @@ def test_stop_with_join_hands_on_no_more_reports_and_wake_starts_a_cycle(
     rig.pollers.clear()
 
 
+def test_an_unusable_timeout_fails_the_read_at_once(make_rig: list[QuirkyRig],
+                                                     request: pytest.FixtureRequest) -> None:
+    """A NaN, zero or huge SDO timeout would make a transfer that never ends (NaN compares
+    false with every deadline): the read fails at once instead, and the next one works."""
+    rig = QuirkyRig(f"loop-{request.node.name}", [node(1)], PollConfig())
+    make_rig.append(rig)
+    for bad in (float("nan"), 0.0, -1.0, float("inf"), 3600.0):
+        t0 = time.monotonic()
+        with pytest.raises(BadResponse, match="not usable"):
+            rig.port.upload(1, 0x1018, 4, bad)
+        assert time.monotonic() - t0 < 0.5
+    assert rig.port.upload(1, 0x1018, 4, 0.3) == (2300001).to_bytes(4, "little")
+
+
 # -- one upload, frame by frame ------------------------------------------------------------------
 def test_expedited_answers_sized_and_unsized() -> None:
     t = UploadTransfer(0x6081, 0)
@@ -109,7 +123,7 @@ def test_answers_that_are_not_this_transfers() -> None:
     assert t.mismatch(bytes([0x80, 0x51, 0x60, 0x00, 0, 0, 2, 6])) == "abort for another object"
     assert t.mismatch(bytes([0x4B, 0x60])) == "malformed"
     assert t.mismatch(bytes([0x00, 0x60, 0x60, 0x00, 0, 0, 0, 0])) == "not an upload answer"
-    with pytest.raises(TransferAborted) as err:
+    with pytest.raises(SdoAbort) as err:
         assert t.mismatch(bytes([0x80, 0x60, 0x60, 0x00, 0, 0, 2, 6])) is None
         t.on_frame(bytes([0x80, 0x60, 0x60, 0x00, 0, 0, 2, 6]))
     assert err.value.code == 0x06020000
@@ -134,14 +148,14 @@ def test_segmented_upload_with_toggle_and_size() -> None:
 def test_segmented_answers_that_cannot_be_an_object() -> None:
     t = UploadTransfer(0x1008, 0)
     t.on_frame(bytes([0x41, 0x08, 0x10, 0x00, 10, 0, 0, 0]))  # 10 bytes indicated
-    with pytest.raises(TransferFailed):
+    with pytest.raises(BadResponse):
         t.on_frame(bytes([0x01 | (4 << 1)]) + b"abc\0\0\0\0")  # last segment: only 3 bytes
     runaway = UploadTransfer(0x1008, 0)
-    with pytest.raises(TransferFailed):
+    with pytest.raises(BadResponse):
         runaway.on_frame(bytes([0x41, 0x08, 0x10, 0x00, 0, 0, 1, 0]))  # 64 KiB indicated
     endless = UploadTransfer(0x100A, 0)
     endless.on_frame(bytes([0x40, 0x0A, 0x10, 0x00, 0, 0, 0, 0]))  # size not indicated
-    with pytest.raises(TransferFailed):
+    with pytest.raises(BadResponse):
         for i in range(200):
             endless.on_frame(bytes([0x10 if i % 2 else 0x00]) + b"x" * 7)
 
